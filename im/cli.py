@@ -1,0 +1,103 @@
+"""The `im` command: serve, tcp, initdb, user, check-config."""
+
+import argparse
+import getpass
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="im", description="im instant-messaging server")
+    p.add_argument("--config", help="configuration file (default etc/im.toml if present)")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, text in (("serve", "TCP server and HTTP API in one process"),
+                       ("tcp", "the TCP server alone")):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("--config", dest="sub_config")
+        s.add_argument("--tcp-port", type=int)
+        if name == "serve":
+            s.add_argument("--http-port", type=int)
+        s.add_argument("--database-url")
+        s.add_argument("--data-dir")
+    sub.add_parser("initdb", help="create or upgrade the schema")
+    sub.add_parser("check-config", help="validate the configuration and print it")
+    u = sub.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
+    add = u.add_parser("add", help="create a user")
+    add.add_argument("uid")
+    add.add_argument("--name", default="")
+    add.add_argument("--deptid", default="")
+    add.add_argument("--password", help="(default: ask, or read one line from stdin)")
+    pw = u.add_parser("passwd", help="set a user's password (kicks their connections)")
+    pw.add_argument("uid")
+    pw.add_argument("--password")
+    dis = u.add_parser("disable", help="disable a user (kicks their connections)")
+    dis.add_argument("uid")
+    dis.add_argument("--enable", action="store_true", help="enable again instead")
+    u.add_parser("list", help="list users")
+    return p
+
+
+def _password(given: str | None) -> str:
+    if given:
+        return given
+    if sys.stdin.isatty():
+        return getpass.getpass("password: ")
+    return sys.stdin.readline().rstrip("\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command in ("serve", "tcp"):
+        from gevent import monkey
+        monkey.patch_all()
+    from im import config
+    overrides = {k: getattr(args, k, None) for k in ("tcp_port", "http_port", "database_url", "data_dir")}
+    try:
+        cfg = config.load(getattr(args, "sub_config", None) or args.config, overrides=overrides)
+    except config.ConfigError as err:
+        print(f"im: {err}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        for key, value, doc in config.describe(cfg):
+            print(f"{key} = {value!r}    # {doc}")
+        return 0
+    from im import runtime
+    runtime.setup_logging(cfg)
+    if args.command in ("serve", "tcp"):
+        from im.serve import run
+        return run(cfg, with_http=args.command == "serve")
+    runtime.start(cfg, listen=False, with_router=args.command == "user")
+    try:
+        return _admin_command(args)
+    finally:
+        runtime.stop()
+
+
+def _admin_command(args) -> int:
+    from im import schema
+    from im.errors import ImError
+    from im.features import accounts, admin
+    from im import runtime
+    try:
+        if args.command == "initdb":
+            print(f"schema ready (version {schema.apply(runtime.db)}) in {runtime.database_label}")
+        elif args.action == "add":
+            admin.create_user({"uid": args.uid, "pwd": _password(args.password), "name": args.name,
+                               "deptid": args.deptid})
+            print(f"user {args.uid} created")
+        elif args.action == "passwd":
+            accounts.set_password(args.uid, _password(args.password), keep_token=None)
+            print(f"password of {args.uid} changed")
+        elif args.action == "disable":
+            admin.patch_user(args.uid, {"disabled": not args.enable})
+            print(f"user {args.uid} {'enabled' if args.enable else 'disabled'}")
+        elif args.action == "list":
+            for uid, name, deptid, disabled in admin.list_users():
+                print(f"{uid}\t{name}\t{deptid}\t{'disabled' if disabled else ''}")
+    except ImError as err:
+        print(f"im: {err.text}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""One greenlet-safe PostgreSQL pool.
+
+Bounded (a semaphore of `size`), with an acquire timeout that raises `Unavailable` rather
+than hanging; connections idle for a while are pinged before use; a broken connection is
+discarded alone and replaced on demand. With psycogreen's wait callback every query yields
+to other greenlets, so the pool survives a PostgreSQL restart: requests fail with
+`unavailable` while it is down and succeed again once it is back.
+"""
+
+import logging
+import time
+from collections import deque
+from contextlib import contextmanager
+from typing import Any
+from collections.abc import Iterator
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+from gevent.lock import BoundedSemaphore
+
+from im.errors import Unavailable
+
+log = logging.getLogger("im.db")
+
+PING_AFTER_IDLE_S = 2.0
+BROKEN = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+def make_cooperative() -> None:
+    """Make psycopg2 yield to gevent while waiting on the network."""
+    from psycogreen.gevent import patch_psycopg
+    patch_psycopg()
+
+
+class Pool:
+    def __init__(self, dsn: str, size: int = 10, timeout: float = 5.0):
+        self.dsn = dsn
+        self.size = size
+        self.timeout = timeout
+        self._sem = BoundedSemaphore(size)
+        self._idle: deque = deque()
+        self.in_use = 0
+        self.waiting = 0
+
+    def _connect(self):
+        try:
+            conn = psycopg2.connect(self.dsn, connect_timeout=max(1, int(self.timeout)),
+                                    application_name="im")
+        except BROKEN as err:
+            log.warning("database connect failed: %s", str(err).strip().splitlines()[0] if str(err) else err)
+            raise Unavailable("database unavailable") from None
+        conn.autocommit = False
+        return conn
+
+    def _take(self):
+        while self._idle:
+            conn, since = self._idle.pop()
+            if conn.closed:
+                continue
+            if time.monotonic() - since > PING_AFTER_IDLE_S:
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute("SELECT 1")
+                    conn.rollback()
+                except BROKEN:
+                    self._discard(conn)
+                    continue
+            return conn
+        return self._connect()
+
+    @staticmethod
+    def _discard(conn) -> None:
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+    @contextmanager
+    def connection(self) -> Iterator[Any]:
+        """Borrow a connection; it goes back to the pool unless it broke."""
+        self.waiting += 1
+        try:
+            acquired = self._sem.acquire(timeout=self.timeout)
+        finally:
+            self.waiting -= 1
+        if not acquired:
+            raise Unavailable("database pool exhausted")
+        self.in_use += 1
+        conn = None
+        try:
+            conn = self._take()
+            yield conn
+        except BROKEN as err:
+            log.warning("database connection lost: %s", str(err).strip().splitlines()[0] if str(err) else err)
+            if conn is not None:
+                self._discard(conn)
+                conn = None
+            raise Unavailable("database unavailable") from None
+        finally:
+            if conn is not None:
+                if conn.closed or conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+                    self._discard(conn)
+                else:
+                    self._idle.append((conn, time.monotonic()))
+            self.in_use -= 1
+            self._sem.release()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """`with pool.transaction() as cur:` commits on success, rolls back on any error."""
+        with self.connection() as conn:
+            try:
+                with conn.cursor() as cur:
+                    yield cur
+                conn.commit()
+            except BaseException:
+                if not conn.closed:
+                    try:
+                        conn.rollback()
+                    except BROKEN:
+                        pass
+                raise
+
+    def fetchall(self, sql: str, args: Any = None) -> list[tuple]:
+        with self.transaction() as cur:
+            cur.execute(sql, args)
+            return cur.fetchall()
+
+    def fetchone(self, sql: str, args: Any = None) -> tuple | None:
+        with self.transaction() as cur:
+            cur.execute(sql, args)
+            return cur.fetchone()
+
+    def execute(self, sql: str, args: Any = None) -> int:
+        with self.transaction() as cur:
+            cur.execute(sql, args)
+            return cur.rowcount
+
+    def close(self) -> None:
+        while self._idle:
+            self._discard(self._idle.pop()[0])
+
+
+execute_values = psycopg2.extras.execute_values

@@ -1,0 +1,33 @@
+"""An embedded PostgreSQL (the `pgserver` package) for `database_url = ""`.
+
+Data lives under `<data_dir>/pg` and survives restarts. PostgreSQL puts its Unix socket in
+that directory, whose path must stay short (a socket path is limited to 107 bytes).
+"""
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger("im.embedded")
+
+
+class EmbeddedPostgres:
+    def __init__(self, data_dir: str):
+        self.pgdata = Path(data_dir).expanduser().resolve() / "pg"
+        self._server = None
+
+    def start(self) -> str:
+        """Start (or attach to) the server and return its connection URL."""
+        import pgserver
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        if len(str(self.pgdata / ".s.PGSQL.5432")) > 107:
+            raise RuntimeError(f"data_dir path too long for PostgreSQL's socket: {self.pgdata}")
+        self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+        url = self._server.get_uri()
+        log.info("embedded PostgreSQL running in %s", self.pgdata)
+        return url
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+            log.info("embedded PostgreSQL stopped")

@@ -1,0 +1,1 @@
+"""Feature logic, one module per feature; each registers its handlers in im.registry."""

@@ -1,0 +1,93 @@
+"""The process's shared services: configuration, database pool, router.
+
+Started once per process (`im serve`, `im tcp`, a gunicorn worker after fork, a CLI command);
+feature code reaches them as `runtime.cfg`, `runtime.db`, `runtime.router`.
+"""
+
+import logging
+import time
+
+from im import config as config_mod
+from im import db as db_mod
+from im import registry, schema
+from im.errors import Unavailable
+
+log = logging.getLogger("im.runtime")
+
+cfg: config_mod.Config = None  # type: ignore[assignment]
+db: db_mod.Pool = None  # type: ignore[assignment]
+router = None
+tcp_server = None  # the TcpServer, in processes that host TCP sessions
+database_label = ""
+_embedded = None
+_stop_hooks: list = []
+
+
+def setup_logging(c: config_mod.Config) -> None:
+    handler = logging.FileHandler(c.log_file) if c.log_file else logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(c.log_level.upper())
+
+
+def _database_url(c: config_mod.Config) -> str:
+    global _embedded, database_label
+    if c.database_url:
+        database_label = c.database_url.split("@")[-1]
+        return c.database_url
+    from im.embedded import EmbeddedPostgres
+    _embedded = EmbeddedPostgres(c.data_dir)
+    url = _embedded.start()
+    database_label = f"embedded PostgreSQL in {_embedded.pgdata}"
+    return url
+
+
+def start(c: config_mod.Config, listen: bool = False, with_router: bool = True) -> None:
+    """Open the pool, apply the schema, load features, build the router.
+
+    `listen`: this process hosts TCP sessions and takes cross-process events for them.
+    """
+    global cfg, db, router
+    cfg = c
+    db_mod.make_cooperative()
+    db = db_mod.Pool(_database_url(c), size=c.db_pool_size, timeout=c.db_timeout_s)
+    _apply_schema()
+    registry.load_features()
+    if with_router:
+        from im.tcp.router import make_router
+        router = make_router(c, db, listen=listen)
+
+
+def _apply_schema(attempts: int = 20) -> None:
+    for attempt in range(attempts):
+        try:
+            schema.apply(db)
+            return
+        except Unavailable:
+            if attempt == attempts - 1:
+                raise
+            log.warning("database not reachable yet, retrying")
+            time.sleep(0.5)
+
+
+def on_stop(fn) -> None:
+    """Run `fn()` when the process stops (e.g. flush pending writes)."""
+    _stop_hooks.append(fn)
+
+
+def stop() -> None:
+    global _embedded
+    for fn in reversed(_stop_hooks):
+        try:
+            fn()
+        except Exception:
+            log.exception("stop hook failed")
+    _stop_hooks.clear()
+    if router is not None:
+        router.close()
+    if db is not None:
+        db.close()
+    if _embedded is not None:
+        _embedded.stop()
+        _embedded = None

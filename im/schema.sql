@@ -1,0 +1,181 @@
+-- im schema, version 1. Idempotent: applied by `im initdb` and at every server start.
+-- Tables 1-8 keep the design document's names (000_09fc0c4b1f07b54c.txt §1), lower case.
+-- Later versions append upgrade steps in im/schema.py; schema_version records the level.
+
+CREATE TABLE IF NOT EXISTS schema_version (
+    id      smallint PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    version integer NOT NULL
+);
+
+-- Accounts (not in the design document): identity, password hash, directory fields.
+CREATE TABLE IF NOT EXISTS im_user (
+    uid        varchar(50) PRIMARY KEY,
+    pwd_hash   text NOT NULL,
+    name       varchar(50) NOT NULL DEFAULT '',
+    deptid     varchar(50) NOT NULL DEFAULT '',
+    sex        varchar(1) NOT NULL DEFAULT '',
+    age        smallint,
+    birthday   date,
+    telephone  varchar(30) NOT NULL DEFAULT '',
+    cellphone  varchar(30) NOT NULL DEFAULT '',
+    email      varchar(100) NOT NULL DEFAULT '',
+    address    varchar(200) NOT NULL DEFAULT '',
+    zipcode    varchar(10) NOT NULL DEFAULT '',
+    position   varchar(100) NOT NULL DEFAULT '',
+    disabled   boolean NOT NULL DEFAULT false,
+    ver        bigint NOT NULL DEFAULT 0,          -- contacts version stamp of this row
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS idx_im_user_ver ON im_user (ver);
+
+CREATE TABLE IF NOT EXISTS im_dept (
+    deptid  varchar(50) PRIMARY KEY,
+    pid     varchar(50) NOT NULL DEFAULT '0',
+    name    varchar(100) NOT NULL,
+    ord     integer NOT NULL DEFAULT 0
+);
+
+-- Version counters: 'dept' (department tree) and 'contacts' (directory).
+CREATE TABLE IF NOT EXISTS im_version (
+    name varchar(20) PRIMARY KEY,
+    ver  bigint NOT NULL DEFAULT 0
+);
+INSERT INTO im_version (name, ver) VALUES ('dept', 0), ('contacts', 0) ON CONFLICT DO NOTHING;
+
+-- Session tokens, stored as SHA-256 of the 256-bit random token.
+CREATE TABLE IF NOT EXISTS im_token (
+    token_hash bytea PRIMARY KEY,
+    uid        varchar(50) NOT NULL REFERENCES im_user (uid) ON DELETE CASCADE,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL,
+    revoked    boolean NOT NULL DEFAULT false
+);
+CREATE INDEX IF NOT EXISTS idx_im_token_uid ON im_token (uid);
+
+-- Failed password logins, for the per (uid, address) and per address limits (§1.5).
+CREATE TABLE IF NOT EXISTS im_login_failure (
+    addr varchar(64) NOT NULL,
+    uid  varchar(50) NOT NULL,
+    at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS idx_im_login_failure_addr ON im_login_failure (addr, at);
+
+-- Mailbox stream of each user (§1.3): last position taken, highest position given out.
+CREATE TABLE IF NOT EXISTS im_mailbox (
+    uid       varchar(50) PRIMARY KEY,
+    last_seq  bigint NOT NULL DEFAULT 0,
+    given_seq bigint NOT NULL DEFAULT 0
+);
+
+-- 1.1 user roster header
+CREATE TABLE IF NOT EXISTS tp_im_roster (
+    userid      varchar(50) PRIMARY KEY,
+    grp         varchar(4000) NOT NULL DEFAULT '[{"gid":"1","n":"我的好友","w":0,"def":true}]',
+    sign        varchar(500) NOT NULL DEFAULT '',
+    avatar      varchar(500) NOT NULL DEFAULT '',
+    update_time timestamptz NOT NULL DEFAULT now()
+);
+
+-- 1.2 friends, one row per direction
+CREATE TABLE IF NOT EXISTS tp_im_roster_frd (
+    userid      varchar(50) NOT NULL,
+    fid         varchar(50) NOT NULL,
+    gid         varchar(50),
+    fname       varchar(50),
+    insert_time timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (userid, fid)
+);
+
+-- 1.3 friend requests, identified by (msgfrom, msgid)
+CREATE TABLE IF NOT EXISTS tp_im_roster_req (
+    msgid     varchar(50) NOT NULL,
+    msg       varchar(500),
+    state     smallint NOT NULL DEFAULT 0,
+    msgfrom   varchar(50) NOT NULL,
+    msgto     varchar(50) NOT NULL,
+    send_time timestamptz NOT NULL DEFAULT now(),
+    received  smallint NOT NULL DEFAULT 0,
+    PRIMARY KEY (msgfrom, msgid)
+);
+CREATE INDEX IF NOT EXISTS idx_tp_im_roster_req_msgto ON tp_im_roster_req (msgto, state);
+
+-- 1.4 one-to-one messages, identified by (msgfrom, msgid); from_seq/to_seq are mailbox positions
+CREATE TABLE IF NOT EXISTS tp_im_message (
+    msgid     varchar(50) NOT NULL,
+    msg       text,
+    msgfrom   varchar(50) NOT NULL,
+    msgto     varchar(50) NOT NULL,
+    send_time varchar(30),
+    received  smallint NOT NULL DEFAULT 0,
+    indb_time timestamptz NOT NULL DEFAULT now(),
+    from_res  varchar(100) NOT NULL DEFAULT '',
+    to_res    varchar(100) NOT NULL DEFAULT '',
+    from_seq  bigint NOT NULL,
+    to_seq    bigint NOT NULL,
+    PRIMARY KEY (msgfrom, msgid)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS idx_tp_im_message_msgto_seq ON tp_im_message (msgto, to_seq);
+CREATE INDEX IF NOT EXISTS idx_tp_im_message_msgfrom_seq ON tp_im_message (msgfrom, from_seq);
+CREATE INDEX IF NOT EXISTS idx_tp_im_message_unreceived ON tp_im_message (msgto, to_seq) WHERE received = 0;
+CREATE INDEX IF NOT EXISTS idx_tp_im_message_msgto_msgid ON tp_im_message (msgto, msgid) WHERE received = 0;
+
+-- 1.6 groups; last_seq is the group's stream counter
+CREATE TABLE IF NOT EXISTS tp_im_group (
+    gid        varchar(50) PRIMARY KEY,
+    gname      varchar(500),
+    userid     varchar(50) NOT NULL,
+    createtime timestamptz NOT NULL DEFAULT now(),
+    type       varchar(50) NOT NULL DEFAULT '1',
+    exit       varchar(30) NOT NULL DEFAULT '1',
+    indb_time  timestamptz NOT NULL DEFAULT now(),
+    last_seq   bigint NOT NULL DEFAULT 0,
+    dismissed  boolean NOT NULL DEFAULT false
+);
+CREATE SEQUENCE IF NOT EXISTS tp_im_group_gid_seq;
+
+-- 1.5 group messages, identified by (msgfrom, msgid); seq is the group's stream position
+CREATE TABLE IF NOT EXISTS tp_im_message_group (
+    msgid     varchar(50) NOT NULL,
+    msg       text,
+    msgfrom   varchar(50) NOT NULL,
+    gid       varchar(50) NOT NULL REFERENCES tp_im_group (gid) ON DELETE CASCADE,
+    send_time varchar(30),
+    indb_time timestamptz NOT NULL DEFAULT now(),
+    from_res  varchar(100) NOT NULL DEFAULT '',
+    seq       bigint NOT NULL,
+    PRIMARY KEY (msgfrom, msgid)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS idx_tp_im_message_group_gid_seq ON tp_im_message_group (gid, seq);
+
+-- 1.7 group members; sync_seq = the member's group sync point, join_seq = last seq at join
+CREATE SEQUENCE IF NOT EXISTS tp_im_group_peer_join_order;
+CREATE TABLE IF NOT EXISTS tp_im_group_peer (
+    gid        varchar(50) NOT NULL REFERENCES tp_im_group (gid) ON DELETE CASCADE,
+    userid     varchar(50) NOT NULL,
+    fname      varchar(200),
+    "right"    varchar(2) NOT NULL DEFAULT '0',
+    join_time  timestamptz NOT NULL DEFAULT now(),
+    join_order bigint NOT NULL DEFAULT nextval('tp_im_group_peer_join_order'),
+    join_seq   bigint NOT NULL DEFAULT 0,
+    sync_seq   bigint NOT NULL DEFAULT 0,
+    given_seq  bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (gid, userid)
+);
+CREATE INDEX IF NOT EXISTS idx_tp_im_group_peer_userid ON tp_im_group_peer (userid);
+CREATE INDEX IF NOT EXISTS idx_tp_im_group_peer_order ON tp_im_group_peer (gid, join_order);
+
+-- 1.8 group invitations, identified by (msgfrom, msgid)
+CREATE TABLE IF NOT EXISTS tp_im_group_req (
+    msgid     varchar(50) NOT NULL,
+    state     smallint NOT NULL DEFAULT 0,
+    msgfrom   varchar(50) NOT NULL,
+    msgto     varchar(50) NOT NULL,
+    gid       varchar(50) NOT NULL,
+    gname     varchar(500),
+    send_time timestamptz NOT NULL DEFAULT now(),
+    received  smallint NOT NULL DEFAULT 0,
+    PRIMARY KEY (msgfrom, msgid)
+);
+CREATE INDEX IF NOT EXISTS idx_tp_im_group_req_msgto ON tp_im_group_req (msgto, state);
+
+INSERT INTO schema_version (id, version) VALUES (1, 1) ON CONFLICT DO NOTHING;

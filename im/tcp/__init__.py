@@ -1,0 +1,1 @@
+"""The long-connection transport: sockets, framing, per-connection greenlets, the router."""

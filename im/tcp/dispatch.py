@@ -1,0 +1,37 @@
+"""Frame dispatch: look up the handler by msgtype, check authentication, call it, and turn
+its result or its ImError into the ACK of PROTOCOL.md §1.4. The only place that does so.
+"""
+
+import logging
+
+from im import protocol, registry
+from im.protocol import msgid_of
+from im.errors import ImError
+
+log = logging.getLogger("im.dispatch")
+
+COUNTED_AS_BAD = {"bad_request", "unknown_type", "not_authenticated"}
+
+
+def dispatch(conn, frame: protocol.Frame) -> None:
+    msgtype, body = frame.msgtype, frame.body
+    entry = registry.TCP_HANDLERS.get(msgtype)
+    try:
+        if entry is None:
+            raise ImError("unknown_type", f"unknown msgtype {msgtype}")
+        handler, needs_auth = entry
+        if needs_auth and conn.uid is None:
+            raise ImError("not_authenticated", "log in first")
+        result = handler(conn, body)
+    except ImError as err:
+        conn.error(msgtype, msgid_of(body), err.code, err.text)
+        if err.code in COUNTED_AS_BAD:
+            conn.count_bad_frame()
+        return
+    except Exception:
+        log.exception("handler for msgtype %s failed (%s)", msgtype, conn)
+        conn.error(msgtype, msgid_of(body), "internal", "internal error")
+        return
+    conn.bad_frames = 0
+    if result is not None:
+        conn.ack(msgtype, msgid_of(body), **result)

@@ -1,0 +1,33 @@
+"""Time as the contract writes it: "YYYY-MM-DD HH:MM:SS" in the configured timezone."""
+
+from datetime import datetime, timezone, tzinfo
+from zoneinfo import ZoneInfo
+
+_tz: tzinfo = timezone.utc
+FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def set_timezone(name: str) -> None:
+    global _tz
+    _tz = timezone.utc if name.upper() == "UTC" else ZoneInfo(name)
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def fmt(value: datetime | None) -> str:
+    """Format an aware datetime for the wire; None → ""."""
+    if value is None:
+        return ""
+    return value.astimezone(_tz).strftime(FORMAT)
+
+
+def parse(text: str) -> datetime:
+    """Parse a wire time (seconds optional) in the configured timezone; ValueError if bad."""
+    for pattern in (FORMAT, "%Y-%m-%d %H:%M", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(text, pattern).replace(tzinfo=_tz)
+        except ValueError:
+            continue
+    raise ValueError(f"bad time {text!r}")

@@ -1,0 +1,65 @@
+"""The admin API (PROTOCOL.md §4): plain JSON, `admin_key` bearer, `admin_allow` addresses.
+
+With no key configured, or from an address not allowed, every admin path answers 404.
+"""
+
+import hmac
+from functools import wraps
+
+from flask import Blueprint, request
+
+from im import runtime, validate
+from im.errors import ImError
+from im.features import admin as admin_feature
+from im.web.api import bearer_token, json_params
+from im.web.app import json_response
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+MAX_BULK = 1000
+
+
+def admin_required(fn):
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        cfg = runtime.cfg
+        if not cfg.admin_key or (request.remote_addr or "") not in cfg.admin_allow:
+            raise ImError("not_found", "not found")
+        token = bearer_token() or ""
+        if not hmac.compare_digest(token.encode(), cfg.admin_key.encode()):
+            raise ImError("not_authenticated", "wrong admin key")
+        return fn(*args, **kwargs)
+    return wrapper
+
+
+@bp.post("/users")
+@admin_required
+def create_user():
+    params = json_params()
+    admin_feature.create_user(params)
+    return json_response({"uid": params["uid"]}, 201)
+
+
+@bp.post("/users/bulk")
+@admin_required
+def create_users():
+    users = json_params().get("users")
+    if not isinstance(users, list):
+        raise ImError("bad_request", "users: must be a list")
+    if len(users) > MAX_BULK:
+        raise ImError("too_large", f"users: at most {MAX_BULK} per call", 413)
+    created, existing = admin_feature.create_users(users)
+    return json_response({"created": created, "existing": existing})
+
+
+@bp.get("/users/<uid>")
+@admin_required
+def get_user(uid: str):
+    return json_response(admin_feature.get_user(validate.uid(uid)))
+
+
+@bp.patch("/users/<uid>")
+@admin_required
+def patch_user(uid: str):
+    admin_feature.patch_user(validate.uid(uid), json_params())
+    return json_response({"uid": uid})

@@ -1,0 +1,1 @@
+im/schema.sql
