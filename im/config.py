@@ -53,6 +53,7 @@ class Config:
     login_failures_per_uid_addr: int = _key(10, 0, 1_000_000, doc="failed logins/min per uid+address; 0 = off")
     login_failures_per_addr: int = _key(60, 0, 1_000_000, doc="failed logins/min per address; 0 = off")
     shutdown_timeout_s: float = _key(10.0, 0.1, 3600, doc="SIGTERM drains within this")
+    metrics_port: int = _key(0, 0, 65535, doc="`im tcp`: port of /metrics, /healthz, /readyz; 0 = off")
     db_pool_size: int = _key(10, 1, 1000, doc="database connections per process")
     db_timeout_s: float = _key(5.0, 0.1, 600, doc="wait for a pool connection / a query this long")
     kdf_cost: int = _key(14, 10, 20, doc="log2 of scrypt's N for password hashes")
@@ -95,6 +96,8 @@ def _coerce(name: str, value: Any) -> Any:
             if isinstance(value, bool):
                 raise ValueError(value)
             value = float(value)
+            if value != value:  # NaN compares false with every bound
+                raise ValueError(value)
         elif kind is list:
             if isinstance(value, str):
                 value = [v.strip() for v in value.split(",") if v.strip()]
