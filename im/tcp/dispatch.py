@@ -12,6 +12,8 @@ log = logging.getLogger("im.dispatch")
 
 COUNTED_AS_BAD = {"bad_request", "unknown_type", "not_authenticated"}
 
+# receipts name another sender's msgid (their handler checks it); heartbeats ignore msgid
+FREE_MSGID = {protocol.IM_MESSAGE_ACK, protocol.IM_HEARTBEAT}
 
 def dispatch(conn, frame: protocol.Frame) -> None:
     msgtype, body = frame.msgtype, frame.body
@@ -29,6 +31,8 @@ def dispatch(conn, frame: protocol.Frame) -> None:
             conn.count_bad_frame()
         return
     except Exception:
+        if "msgid" in body and not msgid_of(body) and msgtype not in FREE_MSGID:
+            raise ImError("bad_request", "msgid: 1-50 characters")
         log.exception("handler for msgtype %s failed (%s)", msgtype, conn)
         conn.error(msgtype, msgid_of(body), "internal", "internal error")
         return
