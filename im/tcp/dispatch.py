@@ -11,9 +11,9 @@ from im.errors import ImError
 log = logging.getLogger("im.dispatch")
 
 COUNTED_AS_BAD = {"bad_request", "unknown_type", "not_authenticated"}
-
 # receipts name another sender's msgid (their handler checks it); heartbeats ignore msgid
 FREE_MSGID = {protocol.IM_MESSAGE_ACK, protocol.IM_HEARTBEAT}
+
 
 def dispatch(conn, frame: protocol.Frame) -> None:
     msgtype, body = frame.msgtype, frame.body
@@ -24,6 +24,8 @@ def dispatch(conn, frame: protocol.Frame) -> None:
         handler, needs_auth = entry
         if needs_auth and conn.uid is None:
             raise ImError("not_authenticated", "log in first")
+        if "msgid" in body and not msgid_of(body) and msgtype not in FREE_MSGID:
+            raise ImError("bad_request", "msgid: 1-50 characters")
         result = handler(conn, body)
     except ImError as err:
         conn.error(msgtype, msgid_of(body), err.code, err.text)
@@ -31,8 +33,6 @@ def dispatch(conn, frame: protocol.Frame) -> None:
             conn.count_bad_frame()
         return
     except Exception:
-        if "msgid" in body and not msgid_of(body) and msgtype not in FREE_MSGID:
-            raise ImError("bad_request", "msgid: 1-50 characters")
         log.exception("handler for msgtype %s failed (%s)", msgtype, conn)
         conn.error(msgtype, msgid_of(body), "internal", "internal error")
         return
