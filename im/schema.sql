@@ -118,6 +118,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS idx_tp_im_message_msgto_seq ON tp_im_message (
 CREATE INDEX IF NOT EXISTS idx_tp_im_message_msgfrom_seq ON tp_im_message (msgfrom, from_seq);
 CREATE INDEX IF NOT EXISTS idx_tp_im_message_unreceived ON tp_im_message (msgto, to_seq) WHERE received = 0;
 CREATE INDEX IF NOT EXISTS idx_tp_im_message_msgto_msgid ON tp_im_message (msgto, msgid) WHERE received = 0;
+-- conversation history between two users (QID_IM_GET_ROSTER_MSG_HISTORY), one per direction
+CREATE INDEX IF NOT EXISTS idx_tp_im_message_pair_to ON tp_im_message (msgto, msgfrom, to_seq);
+CREATE INDEX IF NOT EXISTS idx_tp_im_message_pair_from ON tp_im_message (msgfrom, msgto, from_seq);
 
 -- 1.6 groups; last_seq is the group's stream counter
 CREATE TABLE IF NOT EXISTS tp_im_group (
@@ -177,5 +180,17 @@ CREATE TABLE IF NOT EXISTS tp_im_group_req (
     PRIMARY KEY (msgfrom, msgid)
 );
 CREATE INDEX IF NOT EXISTS idx_tp_im_group_req_msgto ON tp_im_group_req (msgto, state);
+
+-- Uploaded files (PROTOCOL.md §3): the first uploader owns a name; `size` counts the bytes
+-- written and fsynced under <files_dir>/partial, `complete` once moved to <files_dir>/complete.
+CREATE TABLE IF NOT EXISTS im_file (
+    name       varchar(128) PRIMARY KEY,
+    owner      varchar(50) NOT NULL,
+    filesize   bigint NOT NULL,
+    size       bigint NOT NULL DEFAULT 0,
+    complete   boolean NOT NULL DEFAULT false,
+    md5        varchar(32),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
 
 INSERT INTO schema_version (id, version) VALUES (1, 1) ON CONFLICT DO NOTHING;
