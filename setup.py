@@ -16,6 +16,7 @@ setup(
         "flask>=3.0",
         "orjson>=3.9",
         "pgserver>=0.1.4",
+        "prometheus-client>=0.17",
         "tomli>=2.0; python_version<'3.11'",
     ],
     extras_require={

@@ -1,4 +1,4 @@
-"""The `im` command: serve, tcp, initdb, user, check-config."""
+"""The `im` command: serve, tcp, initdb, user, check-config, online, status."""
 
 import argparse
 import getpass
@@ -20,6 +20,11 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--data-dir")
     sub.add_parser("initdb", help="create or upgrade the schema")
     sub.add_parser("check-config", help="validate the configuration and print it")
+    for name, text in (("online", "who is connected to the running server"),
+                       ("status", "the running server's version, readiness, pool and counts")):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("--url", help="the server's ops endpoint (default: metrics_port, else "
+                                     "http_port, on localhost)")
     u = sub.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
     add = u.add_parser("add", help="create a user")
     add.add_argument("uid")
@@ -60,16 +65,71 @@ def main(argv: list[str] | None = None) -> int:
         for key, value, doc in config.describe(cfg):
             print(f"{key} = {value!r}    # {doc}")
         return 0
+    if args.command in ("online", "status"):
+        return _ops_command(args.command, cfg, args.url)
     from im import runtime
     runtime.setup_logging(cfg)
     if args.command in ("serve", "tcp"):
         from im.serve import run
-        return run(cfg, with_http=args.command == "serve")
+        path = getattr(args, "sub_config", None) or args.config
+        return run(cfg, with_http=args.command == "serve",
+                   load_config=lambda: config.load(path, overrides=overrides))
     runtime.start(cfg, listen=False, with_router=args.command == "user")
     try:
         return _admin_command(args)
     finally:
         runtime.stop()
+
+
+def _ops_url(cfg) -> str:
+    host = cfg.http_host if cfg.http_host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    if cfg.metrics_port:  # `im tcp` (the process holding the sessions) serves ops there
+        return f"http://{host}:{cfg.metrics_port}"
+    return f"{'https' if cfg.tls else 'http'}://{host}:{cfg.http_port}"
+
+
+def _ops_get(url: str, admin_key: str = "") -> tuple[int, dict]:
+    """GET a JSON ops endpoint of the running server; (0, {}) when it does not answer."""
+    import json
+    import ssl
+    import urllib.error
+    import urllib.request
+    headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
+    context = ssl._create_unverified_context() if url.startswith("https:") else None
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5,
+                                    context=context) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as err:
+        try:
+            return err.code, json.loads(err.read() or b"{}")
+        except ValueError:
+            return err.code, {}
+    except (OSError, ValueError):
+        return 0, {}
+
+
+def _ops_command(command: str, cfg, url: str | None) -> int:
+    """`im online` / `im status` ask the running server (LSB-like exit: 3 = not running)."""
+    base = (url or _ops_url(cfg)).rstrip("/")
+    code, ready = _ops_get(base + "/readyz")
+    if code == 0:
+        print(f"im: no server answers at {base}", file=sys.stderr)
+        return 3
+    path = "/ops/sessions" if command == "online" else "/ops/status"
+    code, body = _ops_get(base + path, cfg.admin_key)
+    if code != 200:
+        print(f"im: {base}{path} answered {code}: {body.get('err', '')} (needs admin_key and "
+              "a local address in admin_allow)", file=sys.stderr)
+        return 1
+    if command == "online":
+        for row in body["sessions"]:
+            print(f"{row['uid']}\t{row['res']}\t{row['addr']}\t{row['show']}")
+        print(f"{body['users']} users, {body['connections']} connections")
+        return 0
+    for key, value in body.items():
+        print(f"{key}: {value}")
+    return 0 if ready.get("status") == "ready" else 1
 
 
 def _admin_command(args) -> int:

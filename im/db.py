@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
+from gevent import Timeout
 from gevent.lock import BoundedSemaphore
 
 from im.errors import Unavailable
@@ -136,6 +137,17 @@ class Pool:
         with self.transaction() as cur:
             cur.execute(sql, args)
             return cur.rowcount
+
+    def ping(self, timeout: float) -> bool:
+        """True when the database answers a trivial query within `timeout` (for /readyz)."""
+        answered = False
+        with Timeout(timeout, False):
+            try:
+                self.fetchone("SELECT 1")
+                answered = True
+            except Unavailable:
+                pass
+        return answered
 
     def close(self) -> None:
         while self._idle:

@@ -23,10 +23,20 @@ _embedded = None
 _stop_hooks: list = []
 
 
+class OneLineFormatter(logging.Formatter):
+    """One line per event, tracebacks included (newlines escaped), so logs grep and rotate well."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\n", "\\n")
+
+
 def setup_logging(c: config_mod.Config) -> None:
+    """Log to `log_file` (reopened on each call: SIGHUP after rotation) or standard error."""
     handler = logging.FileHandler(c.log_file) if c.log_file else logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s"))
     root = logging.getLogger()
+    for old in root.handlers:
+        old.close()
     root.handlers[:] = [handler]
     root.setLevel(c.log_level.upper())
 

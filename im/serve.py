@@ -1,38 +1,52 @@
 """Process life of `im serve` / `im tcp`: start the runtime and servers, wait for a signal,
-drain gracefully (PROTOCOL.md §5)."""
+drain gracefully (PROTOCOL.md §5); SIGHUP reloads what can change without a restart."""
 
 import logging
 import signal
+from collections.abc import Callable
 
 import gevent
 from gevent.event import Event
 
-from im import runtime
+from im import config, runtime, timefmt
+
+# Keys SIGHUP applies in place (runtime.cfg is shared by every connection); max_frame_bytes
+# applies to connections opened afterwards. Every other key needs a restart.
+RELOADABLE = ("log_level", "log_file", "login_timeout_s", "idle_timeout_s", "max_outbox_frames",
+              "max_body_chars", "max_frame_bytes", "require_friendship", "token_ttl_s",
+              "login_failures_per_uid_addr", "login_failures_per_addr", "shutdown_timeout_s")
 
 log = logging.getLogger("im.serve")
 
 
-def run(cfg, with_http: bool) -> int:
+def run(cfg, with_http: bool, load_config: Callable[[], config.Config] | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; `load_config` re-reads the configuration on SIGHUP."""
     runtime.start(cfg, listen=True)
     from im.tcp.server import TcpServer
     tcp = TcpServer(cfg, runtime.router)
     runtime.tcp_server = tcp
     tcp.start()
     http = _start_http(cfg) if with_http else None
+    ops = _start_ops(cfg) if cfg.metrics_port else None
     where = f"TCP on {cfg.tcp_host}:{tcp.port}"
     if http is not None:
         where += f", HTTP on {cfg.http_host}:{http.server_port}"
+    if ops is not None:
+        where += f", metrics on {cfg.http_host}:{ops.server_port}"
     print(f"im: listening: {where}; database: {runtime.database_label}", flush=True)
     log.info("serving: %s", where)
 
     stop = Event()
     gevent.signal_handler(signal.SIGTERM, stop.set)
     gevent.signal_handler(signal.SIGINT, stop.set)
+    if load_config is not None:
+        gevent.signal_handler(signal.SIGHUP, reload, load_config)
     stop.wait()
     log.info("shutting down")
     with gevent.Timeout(cfg.shutdown_timeout_s, False):
-        if http is not None:
-            http.close()
+        for server in (http, ops):
+            if server is not None:
+                server.close()
         tcp.shutdown(cfg.shutdown_timeout_s * 0.8)
     runtime.stop()
     log.info("stopped")
@@ -48,3 +62,37 @@ def _start_http(cfg):
                         error_log=logging.getLogger("im.http"), **ssl)
     server.start()
     return server
+
+
+def _start_ops(cfg):
+    from gevent.pywsgi import WSGIServer
+
+    from im.web.ops import create_ops_app
+    server = WSGIServer((cfg.http_host, cfg.metrics_port), create_ops_app(), log=None,
+                        error_log=logging.getLogger("im.http"))
+    server.start()
+    return server
+
+
+def reload(load_config: Callable[[], config.Config]) -> None:
+    """SIGHUP: re-read the configuration, apply RELOADABLE keys in place, reopen the log."""
+    cfg = runtime.cfg
+    try:
+        fresh = load_config()
+    except config.ConfigError as err:
+        log.error("reload refused, configuration unchanged: %s", err)
+        return
+    finally:
+        timefmt.set_timezone(cfg.timezone)  # load() sets it; the timezone needs a restart
+    applied = []
+    for key in config.KEYS:
+        value = getattr(fresh, key)
+        if value == getattr(cfg, key):
+            continue
+        if key in RELOADABLE:
+            setattr(cfg, key, value)
+            applied.append(key)
+        else:
+            log.warning("config key %s changed: needs a restart", key)
+    runtime.setup_logging(cfg)
+    log.info("configuration reloaded; applied: %s", ", ".join(applied) or "nothing changed")

@@ -9,7 +9,7 @@ import logging
 import secrets
 from datetime import timedelta
 
-from im import protocol, runtime, validate
+from im import metrics, protocol, runtime, validate
 from im.protocol import msgid_of
 from im.errors import ImError
 from im.passwords import dummy_hash, hash_password, verify_password
@@ -48,6 +48,7 @@ def _check_limits(addr: str, uid: str) -> None:
 
 def _fail(addr: str, uid: str, why: str) -> ImError:
     log.info("login failed uid=%s addr=%s reason=%s", uid, addr, why)
+    metrics.LOGIN_FAILURES.inc()
     with runtime.db.transaction() as cur:
         store.record_failure(cur, addr, uid)
     return ImError("auth_failed", "wrong user id or password")
@@ -67,7 +68,9 @@ def login_password(uid, pwd, addr: str) -> tuple[str, str]:
     if auth[1]:
         raise ImError("forbidden", "account disabled")
     with runtime.db.transaction() as cur:
-        return uid, new_token(cur, uid)
+        token = new_token(cur, uid)
+    metrics.LOGINS.labels("password").inc()
+    return uid, token
 
 
 def authenticate(token) -> tuple[str, bytes]:
@@ -163,6 +166,7 @@ def tcp_login(conn, body: dict) -> None:
             token = body["token"]
             if body.get("uid") not in (None, "", uid):
                 raise ImError("auth_failed", "token does not belong to uid")
+            metrics.LOGINS.labels("token").inc()
         else:
             uid, token = login_password(body.get("uid"), body.get("pwd"), conn.addr)
             digest = token_hash(token)

@@ -58,6 +58,7 @@ class Connection:
             self.abort("outbox_full")
             return False
         self._out.append(data)
+        self.server.stats["out", data[4:8]] += 1  # frames by type, for im/metrics.py
         self._wake.set()
         return True
 
@@ -146,6 +147,7 @@ class Connection:
                         self._bad_frame(item)
                     else:
                         self.server.stats["frames_in"] += 1
+                        self.server.stats["in", item.msgtype] += 1
                         dispatch(self, item)
         except TimeoutError:
             self.close_reason = "login_timeout" if self.uid is None else "idle_timeout"

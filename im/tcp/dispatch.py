@@ -3,8 +3,9 @@ its result or its ImError into the ACK of PROTOCOL.md §1.4. The only place that
 """
 
 import logging
+import time
 
-from im import protocol, registry
+from im import metrics, protocol, registry
 from im.protocol import msgid_of
 from im.errors import ImError
 
@@ -16,6 +17,12 @@ FREE_MSGID = {protocol.IM_MESSAGE_ACK, protocol.IM_HEARTBEAT}
 
 
 def dispatch(conn, frame: protocol.Frame) -> None:
+    started = time.perf_counter()
+    _dispatch(conn, frame)
+    metrics.ACK_LATENCY.labels(metrics.type_name(frame.msgtype)).observe(time.perf_counter() - started)
+
+
+def _dispatch(conn, frame: protocol.Frame) -> None:
     msgtype, body = frame.msgtype, frame.body
     entry = registry.TCP_HANDLERS.get(msgtype)
     try:

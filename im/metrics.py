@@ -1,0 +1,125 @@
+"""The process's Prometheus metrics (exported as GET /metrics by im/web/ops.py).
+
+Counters that features bump themselves live here as module objects (`MESSAGES_STORED`,
+`ACK_LATENCY`, `LOGINS`, `LOGIN_FAILURES`). What the process already counts — the router's
+sessions, the TCP server's `stats`, the pool's gauges — is read at scrape time by a collector,
+so the hot paths pay nothing for it. Each process has its own registry: with several gunicorn
+workers a scrape sees one worker; the TCP process holds every session.
+"""
+
+import os
+import time
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.process_collector import ProcessCollector
+
+from im import protocol
+
+REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)
+STARTED = time.time()
+
+MESSAGES_STORED = Counter("im_messages_stored", "chat messages committed to the database",
+                          ["kind"], registry=REGISTRY)  # kind: "chat" (1:1) or "group"
+ACK_LATENCY = Histogram("im_ack_latency_seconds", "from a request frame's dispatch to its answer",
+                        ["type"], registry=REGISTRY,
+                        buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+LOGINS = Counter("im_logins", "successful logins", ["method"], registry=REGISTRY)
+LOGIN_FAILURES = Counter("im_login_failures", "failed password logins (TCP and HTTP)",
+                         registry=REGISTRY)
+
+TYPE_NAMES = {value: name for name, value in vars(protocol).items()
+              if name.startswith("IM_") and isinstance(value, int)}
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def type_name(msgtype: int) -> str:
+    """A bounded label for a msgtype: its protocol name, or "other"."""
+    return TYPE_NAMES.get(msgtype, "other")
+
+
+class _RuntimeCollector:
+    """Gauges and counters read from the runtime at scrape time."""
+
+    def collect(self) -> Iterator:
+        from im import runtime
+        yield from _sessions(runtime)
+        yield from _tcp(runtime.tcp_server)
+        yield from _pool(runtime.db)
+        info = GaugeMetricFamily("im_info", "version and node of this process", labels=["version", "node"])
+        info.add_metric([_version(), getattr(runtime.router, "node_id", "")], 1)
+        yield info
+
+
+def _sessions(runtime) -> Iterator:
+    counts = runtime.router.counts() if runtime.router is not None else {"users": 0, "connections": 0}
+    yield GaugeMetricFamily("im_online_users", "users with a logged-in connection in this process",
+                            value=counts["users"])
+    yield GaugeMetricFamily("im_sessions", "logged-in connections in this process",
+                            value=counts["connections"])
+
+
+def _tcp(server) -> Iterator:
+    if server is None:
+        return
+    stats = server.stats
+    yield GaugeMetricFamily("im_connections", "open TCP connections (logged in or not)",
+                            value=len(server.connections))
+    yield CounterMetricFamily("im_connections_opened", "TCP connections accepted",
+                              value=stats["connections_opened"])
+    yield CounterMetricFamily("im_outbox_drops", "clients disconnected for a full outbox",
+                              value=stats["outbox_drops"])
+    frames = CounterMetricFamily("im_frames", "TCP frames received (in) and queued to send (out)",
+                                 labels=["direction", "type"])
+    by_label: dict = {}
+    for key, count in list(stats.items()):
+        if isinstance(key, tuple):
+            direction, msgtype = key
+            if isinstance(msgtype, bytes):
+                msgtype = int.from_bytes(msgtype, "big")
+            label = (direction, type_name(msgtype))
+            by_label[label] = by_label.get(label, 0) + count
+    for label, count in sorted(by_label.items()):
+        frames.add_metric(list(label), count)
+    yield frames
+
+
+def _pool(pool) -> Iterator:
+    if pool is None:
+        return
+    yield GaugeMetricFamily("im_db_pool_size", "database connections allowed", value=pool.size)
+    yield GaugeMetricFamily("im_db_pool_in_use", "database connections borrowed", value=pool.in_use)
+    yield GaugeMetricFamily("im_db_pool_waiting", "greenlets waiting for a database connection",
+                            value=pool.waiting)
+
+
+def _version() -> str:
+    from im import __version__
+    return __version__
+
+
+REGISTRY.register(_RuntimeCollector())
+
+
+def exposition() -> bytes:
+    """The registry in Prometheus' text format."""
+    return generate_latest(REGISTRY)
+
+
+def snapshot() -> dict:
+    """Counts for `im status`: sessions, connections, pool, uptime, pid."""
+    from im import runtime
+    counts = runtime.router.counts() if runtime.router is not None else {"users": 0, "connections": 0}
+    pool = runtime.db
+    server = runtime.tcp_server
+    return {
+        "pid": os.getpid(),
+        "uptime_s": int(time.time() - STARTED),
+        "online_users": counts["users"],
+        "sessions": counts["connections"],
+        "tcp_connections": len(server.connections) if server is not None else None,
+        "pool": {"size": pool.size, "in_use": pool.in_use, "waiting": pool.waiting} if pool else None,
+    }
