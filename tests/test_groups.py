@@ -186,6 +186,20 @@ def test_leaving_a_group(server, make_users, connect):
     assert refused(jack_pc, type="5", gid=gid) == "no_such_group"
 
 
+def test_admin_and_next_in_line_leave_together(server, make_users, connect):
+    jack, rose, tom, amy = make_users(4)
+    jack_pc, rose_pc, tom_pc, amy_pc = (connect(u) for u in (jack, rose, tom, amy))
+    gid = new_group(server, jack_pc, "open", type=2)
+    for member in (rose_pc, tom_pc, amy_pc):
+        chatroom(member, type="5", gid=gid)
+
+    for leaver in (jack_pc, rose_pc):  # both frames are in flight at once
+        leaver.send(CHATROOM, {"msgid": "bye", "type": "2", "rid": gid})
+    for leaver in (jack_pc, rose_pc):
+        leaver.ack_for(CHATROOM, "bye")
+    assert members(server, gid) == {tom: "1", amy: "0"}
+
+
 def test_kicking_a_member(server, make_users, connect):
     jack, rose, tom = make_users(3)
     jack_pc, rose_pc, rose_phone, tom_pc = connect(jack), connect(rose, "pc"), \
@@ -249,6 +263,14 @@ def test_joining_public_groups_only(server, make_users, connect):
     assert refused(rose_pc, type="5", gid=public) == "already_member"
     assert refused(rose_pc, type="5", gid=private) == "forbidden"
     assert refused(rose_pc, type="5", gid="999999999") == "no_such_group"
+
+    # an invitation overtaken by a join is closed all the same, so it is not re-sent
+    tom, = make_users(1)
+    tom_pc = connect(tom)
+    msgid = invite(jack_pc, public, tom)
+    chatroom(tom_pc, type="5", gid=public)
+    assert refused(tom_pc, msgid=msgid, type="1", to=jack, accept=True) == "already_member"
+    assert invitation_state(server, jack, msgid) == 1
 
 
 def test_invitations_wait_for_rose_to_log_in(server, make_users, connect):

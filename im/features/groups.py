@@ -126,7 +126,7 @@ def invite(conn, msgid: str, body: dict) -> dict:
         if _member(cur, gid, conn.uid)["right"] != ADMIN and group["type"] == PRIVATE:
             raise ImError("forbidden", "only admins invite to a private group")
         if store.get_member(cur, gid, to) is not None:
-            raise ImError("already_member", f"{to} is a member of group {gid}")
+            raise _already_member(to, gid)
         sent = store.insert_invitation(cur, msgid, conn.uid, to, gid, group["gname"])
         if sent is None:  # a concurrent retry stored it first
             sent = store.get_invitation(cur, conn.uid, msgid)["send_time"]
@@ -191,10 +191,14 @@ def _close_invitation(cur, inv: dict, state: int) -> None:
 
 
 def _accept(conn, inv: dict, fname: str) -> None:
+    """An invitee who became a member meanwhile still closes the invitation (STATE 1), so
+    that it is not re-sent at every login, and then hears `already_member`."""
     with runtime.db.transaction() as cur:
         group = _live_group(cur, inv["gid"], lock=True)
         _close_invitation(cur, inv, ACCEPTED)
         joined = _admit(cur, group, conn.uid, fname)
+    if joined is None:
+        raise _already_member(conn.uid, group["gid"])
     _announce_join(group, *joined)
 
 
@@ -215,16 +219,22 @@ def join(conn, msgid: str, body: dict) -> dict:
         if group["type"] != PUBLIC:
             raise ImError("forbidden", "only public groups can be joined without an invitation")
         joined = _admit(cur, group, conn.uid, fname)
+        if joined is None:
+            raise _already_member(conn.uid, gid)
     _announce_join(group, *joined)
     return {}
 
 
-def _admit(cur, group: dict, uid: str, fname: str) -> tuple[dict, list[str], list[dict]]:
+def _already_member(uid: str, gid: str) -> ImError:
+    return ImError("already_member", f"{uid} is a member of group {gid}")
+
+
+def _admit(cur, group: dict, uid: str, fname: str) -> tuple[dict, list[str], list[dict]] | None:
     """Add uid as a member (the group row is locked); returns (its row, member uids, the
-    first DATA_PEERS + 1 members by join order)."""
+    first DATA_PEERS + 1 members by join order), or None if uid is a member already."""
     gid = group["gid"]
     if store.get_member(cur, gid, uid) is not None:
-        raise ImError("already_member", f"{uid} is a member of group {gid}")
+        return None
     row = store.insert_member(cur, gid, uid, fname, MEMBER, group["last_seq"])
     return row, store.member_uids(cur, gid), store.peers(cur, gid, 0, DATA_PEERS + 1)
 
