@@ -1,0 +1,372 @@
+"""Chat messages, 1:1 and group (PROTOCOL.md §1.3, §1.4, §1.6, §6.3, §6.11, §6.12).
+
+The hot path: the IM_MESSAGE handler validates against cached lookups and queues the message
+for this process's single writer greenlet, which stores everything queued in one transaction
+(group commit), then answers and delivers in the order the positions were taken. The stream
+counter rows are locked in the storing transaction, so positions are gapless and visible in
+commit order even with several writer processes. A retry with a known (sender, msgid) gets the
+original's ACK and is neither stored nor delivered again.
+
+A connection keeps reading frames while its messages wait for their batch (up to WINDOW of
+them); its ACKs still leave in the order of its messages.
+"""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import gevent
+from gevent.event import AsyncResult, Event
+from gevent.lock import BoundedSemaphore
+
+from im import protocol, runtime
+from im.errors import ImError, Unavailable
+from im.features import membership
+from im.registry import tcp_handler
+from im.store import chat as store
+from im.timefmt import fmt, now
+
+log = logging.getLogger("im.chat")
+
+WINDOW = 256            # messages of one connection waiting for their batch
+MAX_BATCH = 2000        # messages stored in one transaction
+MAX_ATTEMPTS = 3        # a batch that lost a race on a (sender, msgid) is written again
+MAX_RES = 100
+MAX_SEND_TIME = 30
+DIRECT, GROUP = "0", "1"
+
+Reply = Callable[[object], None]  # called with (seq, time, delivered) or an ImError
+
+
+class Batcher:
+    """One greenlet running `flush(items)` on everything queued since its previous run."""
+
+    def __init__(self, name: str, flush: Callable[[list], None], max_batch: int):
+        self.name = name
+        self.flush = flush
+        self.max_batch = max_batch
+        self._items: list = []
+        self._wake = Event()
+        self._idle = Event()
+        self._idle.set()
+        self._greenlet = None
+        self.closed = False
+
+    def submit(self, item) -> None:
+        if self.closed:
+            raise Unavailable("shutting down")
+        self._items.append(item)
+        self._idle.clear()
+        self._wake.set()
+        if self._greenlet is None or self._greenlet.dead:
+            self._greenlet = gevent.spawn(self._run)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while self._items:
+                batch = self._items[:self.max_batch]
+                del self._items[:self.max_batch]
+                try:
+                    self.flush(batch)
+                except Exception:
+                    log.exception("%s writer failed on a batch of %d", self.name, len(batch))
+            self._idle.set()
+
+    def drain(self, timeout: float) -> None:
+        """Refuse new items and wait until the queued ones are written."""
+        self.closed = True
+        if not self._idle.wait(timeout):
+            log.warning("%s writer: %d items not written at shutdown", self.name, len(self._items))
+
+
+@dataclass(slots=True, eq=False)
+class Message:
+    kind: str            # DIRECT or GROUP
+    sender: str
+    sender_res: str
+    to: str              # uid or gid
+    to_res: str
+    body: str
+    msgid: str
+    send_time: str | None
+    conn: object | None  # the sending connection: excluded from delivery
+    reply: Reply
+    # set by the writer
+    seq: int = 0         # from_seq (1:1) or the group's number
+    to_seq: int = 0
+    time: datetime | None = None
+    new: bool = False
+    error: ImError | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.kind, self.sender, self.msgid
+
+
+class _LostRace(Exception):
+    """Another process stored one of the batch's (sender, msgid) meanwhile: write again."""
+
+
+# --- validation ------------------------------------------------------------------------
+
+def _text(body: dict, field: str, max_len: int, required: bool = True,
+          numeric: bool = False) -> str:
+    """A required (or optional: "") non-empty string field; `numeric` also takes integers."""
+    value = body.get(field)
+    if value is None and not required:
+        return ""
+    if numeric and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or value == "":
+        raise ImError("bad_request", f"{field}: required string")
+    if len(value) > max_len or "\x00" in value:
+        raise ImError("bad_request", f"{field}: at most {max_len} characters, no NUL")
+    return value
+
+
+def _kind(body: dict) -> str:
+    kind = body.get("type")
+    if kind in ("0", 0) and not isinstance(kind, bool):
+        return DIRECT
+    if kind in ("1", 1) and not isinstance(kind, bool):
+        return GROUP
+    raise ImError("bad_request", 'type: must be "0" (1:1) or "1" (group)')
+
+
+def _body(value) -> str:
+    if not isinstance(value, str):
+        raise ImError("bad_request", "body: required string")
+    if len(value) > runtime.cfg.max_body_chars:
+        raise ImError("body_too_long", f"body: at most {runtime.cfg.max_body_chars} characters")
+    if "\x00" in value:
+        raise ImError("bad_request", "body: NUL character")
+    return value
+
+
+def check_recipient(sender: str, kind: str, to: str) -> None:
+    """May `sender` write to `to`? Cached lookups only, in the common case."""
+    if kind == DIRECT:
+        if not membership.user_exists(to):
+            raise ImError("no_such_user", f"no user {to}")
+        if runtime.cfg.require_friendship and to != sender \
+                and not membership.are_friends(sender, to):
+            raise ImError("not_friend", f"{to} is not your friend")
+        return
+    members = membership.members(to)
+    if members is None:
+        raise ImError("no_such_group", f"no group {to}")
+    if sender not in members:
+        raise ImError("not_member", f"not a member of group {to}")
+
+
+def parse(body: dict, sender: str, sender_res: str) -> Message:
+    """A validated IM_MESSAGE request (the reply and connection are filled in later)."""
+    msgid = _text(body, "msgid", 50)
+    to = _text(body, "to", 200, numeric=True)
+    kind = _kind(body)
+    text = _body(body.get("body"))
+    to_res = _text(body, "to_res", MAX_RES, required=False)
+    send_time = body.get("time")
+    send_time = str(send_time).replace("\x00", "")[:MAX_SEND_TIME] if send_time is not None else None
+    check_recipient(sender, kind, to)
+    return Message(kind, sender, sender_res, to, to_res, text, msgid, send_time, None, _no_reply)
+
+
+def _no_reply(_outcome) -> None:
+    pass
+
+
+# --- the writer ------------------------------------------------------------------------
+
+def _write(batch: list[Message]) -> None:
+    leaders: dict[tuple, Message] = {}
+    for m in batch:
+        leaders.setdefault(m.key, m)
+    try:
+        _store(list(leaders.values()))
+    except ImError as err:
+        log.warning("chat batch of %d not stored: %s", len(batch), err.code)
+        for m in batch:
+            m.reply(err)
+        return
+    except Exception:
+        log.exception("chat batch of %d failed", len(batch))
+        for m in batch:
+            m.reply(ImError("internal", "internal error"))
+        return
+    for m in batch:
+        leader = leaders[m.key]
+        if leader.error is not None:
+            m.reply(leader.error)
+            continue
+        delivered = _deliver(m) if m is leader and m.new else 0
+        m.reply((leader.seq, fmt(leader.time), delivered))
+
+
+def _store(messages: list[Message]) -> None:
+    direct = [m for m in messages if m.kind == DIRECT]
+    group = [m for m in messages if m.kind == GROUP]
+    for attempt in range(MAX_ATTEMPTS):
+        stamp = now()
+        try:
+            with runtime.db.transaction() as cur:
+                if direct:
+                    _store_direct(cur, direct, stamp)
+                if group:
+                    _store_group(cur, group, stamp)
+            return
+        except _LostRace:
+            log.info("chat batch raced with another writer on a msgid, attempt %d", attempt + 1)
+    raise ImError("unavailable", "could not store the messages, retry")
+
+
+def _store_direct(cur, messages: list[Message], stamp: datetime) -> None:
+    last = store.lock_mailboxes(cur, list({m.sender for m in messages} | {m.to for m in messages}))
+    existing = store.existing_messages(cur, [(m.sender, m.msgid) for m in messages])
+    given: dict[str, int] = {}
+    rows = []
+    for m in messages:
+        m.error = None
+        found = existing.get((m.sender, m.msgid))
+        if found is not None:
+            (m.seq, m.time), m.new = found, False
+            continue
+        last[m.sender] += 1
+        m.seq = m.to_seq = last[m.sender]
+        if m.to != m.sender:
+            last[m.to] += 1
+            m.to_seq = last[m.to]
+        m.time, m.new = stamp, True
+        given[m.sender] = m.seq  # the sender is given from_seq by the ACK
+        if _reachable(m.to, m.to_res):
+            given[m.to] = max(given.get(m.to, 0), m.to_seq)
+        rows.append((m.msgid, m.body, m.sender, m.to, m.send_time, m.sender_res, m.to_res,
+                     m.seq, m.to_seq))
+    if rows:
+        if store.insert_messages(cur, rows, stamp) != len(rows):
+            raise _LostRace()
+        store.update_mailboxes(cur, last, given)
+
+
+def _store_group(cur, messages: list[Message], stamp: datetime) -> None:
+    last = store.lock_groups(cur, list({m.to for m in messages}))
+    existing = store.existing_group_messages(cur, [(m.sender, m.msgid) for m in messages])
+    touched: dict[str, int] = {}
+    rows = []
+    for m in messages:
+        m.error, m.new = None, False
+        found = existing.get((m.sender, m.msgid))
+        if found is not None:
+            m.seq, m.time = found
+            continue
+        if m.to not in last:
+            m.error = ImError("no_such_group", f"no group {m.to}")
+            continue
+        last[m.to] += 1
+        m.seq, m.time, m.new = last[m.to], stamp, True
+        touched[m.to] = m.seq
+        rows.append((m.msgid, m.body, m.sender, m.to, m.send_time, m.sender_res, m.seq))
+    if rows:
+        if store.insert_group_messages(cur, rows, stamp) != len(rows):
+            raise _LostRace()
+        store.update_groups(cur, {gid: last[gid] for gid in touched})
+        given = [(gid, uid, seq) for gid, seq in touched.items()
+                 for uid in membership.members(gid) or () if runtime.router.is_online(uid)]
+        if given:
+            store.advance_group_given(cur, given)
+
+
+def _reachable(uid: str, res: str) -> bool:
+    """Will a delivery to uid (only `res` if given) reach a connection of this process?"""
+    if not res:
+        return runtime.router.is_online(uid)
+    return any(c.res == res for c in runtime.router.connections(uid))
+
+
+# --- delivery --------------------------------------------------------------------------
+
+def _frame_body(m: Message, seq: int) -> dict:
+    return {"msgid": m.msgid, "from": m.sender, "from_res": m.sender_res, "to": m.to,
+            "to_res": m.to_res, "time": fmt(m.time), "type": m.kind, "body": m.body, "seq": seq}
+
+
+def _deliver(m: Message) -> int:
+    """Send a newly stored message to its readers; returns the recipient connections reached."""
+    router = runtime.router
+    if m.kind == GROUP:
+        members = membership.members(m.to) or ()
+        frame = protocol.encode(protocol.IM_MESSAGE, _frame_body(m, m.seq))
+        return router.deliver_many(members, frame, exclude=m.conn)
+    frame = protocol.encode(protocol.IM_MESSAGE, _frame_body(m, m.to_seq))
+    reached = router.deliver(m.to, frame, res=m.to_res or None, exclude=m.conn)
+    if m.to != m.sender:
+        carbon = protocol.encode(protocol.IM_NOTIFY_MESSAGE, _frame_body(m, m.seq))
+        router.deliver(m.sender, carbon, exclude=m.conn)
+    return reached
+
+
+_writer = Batcher("chat", _write, MAX_BATCH)
+runtime.on_stop(lambda: _writer.drain(runtime.cfg.shutdown_timeout_s if runtime.cfg else 10.0))
+
+
+# --- entry points ----------------------------------------------------------------------
+
+@tcp_handler(protocol.IM_MESSAGE)
+def tcp_message(conn, body: dict) -> None:
+    """Queue the message; its ACK is sent by the writer after the commit."""
+    message = parse(body, conn.uid, conn.res)
+    window = conn.state.get("chat_window")
+    if window is None:
+        window = conn.state["chat_window"] = BoundedSemaphore(WINDOW)
+    window.acquire()
+    message.conn = conn
+    message.reply = lambda outcome: _reply_tcp(conn, window, message.msgid, outcome)
+    try:
+        _writer.submit(message)
+    except ImError:
+        window.release()
+        raise
+    return None
+
+
+def _reply_tcp(conn, window: BoundedSemaphore, msgid: str, outcome) -> None:
+    window.release()
+    if isinstance(outcome, ImError):
+        conn.error(protocol.IM_MESSAGE, msgid, outcome.code, outcome.text)
+    else:
+        conn.ack(protocol.IM_MESSAGE, msgid, time=outcome[1], seq=outcome[0])
+
+
+def send_many(sender: str, sender_res: str, body: str,
+              targets: list[tuple[str, str]]) -> list[tuple[int, str, int] | ImError]:
+    """Store and deliver a 1:1 message from `sender` to each (uid, msgid) of `targets`,
+    without a TCP connection (e.g. the admin broadcast from `system`); all go through the
+    writer together. Returns, per target, (sender's from_seq, stored time as on the wire,
+    number of the recipient's connections reached) or the ImError (no_such_user,
+    body_too_long, unavailable, ...). Idempotent per (sender, msgid) like IM_MESSAGE."""
+    text = _body(body)
+    waits: list[AsyncResult | ImError] = []
+    for to, msgid in targets:
+        try:
+            if not membership.user_exists(to):
+                raise ImError("no_such_user", f"no user {to}")
+            done = AsyncResult()
+            _writer.submit(Message(DIRECT, sender, sender_res, to, "", text, msgid, None, None,
+                                   done.set))
+            waits.append(done)
+        except ImError as err:
+            waits.append(err)
+    return [w if isinstance(w, ImError) else w.get() for w in waits]
+
+
+def send_direct(sender: str, sender_res: str, to: str, body: str,
+                msgid: str) -> tuple[int, str, int]:
+    """send_direct(sender, sender_res, to, body, msgid) -> (seq, time, delivered): one 1:1
+    message as in `send_many`; raises the ImError instead of returning it."""
+    outcome = send_many(sender, sender_res, body, [(to, msgid)])[0]
+    if isinstance(outcome, ImError):
+        raise outcome
+    return outcome

@@ -1,0 +1,144 @@
+"""SQL of chat: stream counters, 1:1 and group messages, receipts (PROTOCOL.md §1.3, §1.4, §1.6).
+
+Every function works on a whole batch with one statement (arrays through `unnest`), so the
+writer's cost per transaction does not grow in statements with the number of messages.
+Counter rows are locked in sorted order so that concurrent writers cannot deadlock.
+"""
+
+from datetime import datetime
+
+Key = tuple[str, str]  # (msgfrom, msgid)
+
+
+# --- mailbox streams -------------------------------------------------------------------
+
+def lock_mailboxes(cur, uids: list[str]) -> dict[str, int]:
+    """Lock the mailbox counters of `uids` (created if missing) in uid order; uid → last_seq."""
+    uids = sorted(uids)
+    last = _lock_mailbox_rows(cur, uids)
+    missing = [u for u in uids if u not in last]
+    if missing:  # e.g. the `system` sender, which has no account
+        cur.execute("INSERT INTO im_mailbox (uid) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
+                    (missing,))
+        last.update(_lock_mailbox_rows(cur, missing))
+    return last
+
+
+def _lock_mailbox_rows(cur, uids: list[str]) -> dict[str, int]:
+    cur.execute("SELECT uid, last_seq FROM im_mailbox WHERE uid = ANY(%s::text[]) "
+                "ORDER BY uid FOR UPDATE", (uids,))
+    return dict(cur.fetchall())
+
+
+def update_mailboxes(cur, last: dict[str, int], given: dict[str, int]) -> None:
+    """Set last_seq of the locked mailboxes; raise given_seq to `given` where it is higher."""
+    uids = sorted(last)
+    cur.execute("""UPDATE im_mailbox m
+                   SET last_seq = v.last_seq, given_seq = GREATEST(m.given_seq, v.given_seq)
+                   FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS v(uid, last_seq, given_seq)
+                   WHERE m.uid = v.uid""",
+                (uids, [last[u] for u in uids], [given.get(u, 0) for u in uids]))
+
+
+# --- 1:1 messages ----------------------------------------------------------------------
+
+def existing_messages(cur, keys: list[Key]) -> dict[Key, tuple[int, datetime]]:
+    """Already stored 1:1 messages among `keys`: key → (from_seq, indb_time)."""
+    cur.execute("""SELECT m.msgfrom, m.msgid, m.from_seq, m.indb_time
+                   FROM tp_im_message m
+                   JOIN unnest(%s::text[], %s::text[]) AS k(msgfrom, msgid)
+                     ON m.msgfrom = k.msgfrom AND m.msgid = k.msgid""",
+                ([k[0] for k in keys], [k[1] for k in keys]))
+    return {(r[0], r[1]): (r[2], r[3]) for r in cur.fetchall()}
+
+
+def insert_messages(cur, rows: list[tuple], stamp: datetime) -> int:
+    """Insert rows of (msgid, msg, msgfrom, msgto, send_time, from_res, to_res, from_seq,
+    to_seq) stamped `stamp`; returns how many were new."""
+    cols = list(zip(*rows))
+    cur.execute("""INSERT INTO tp_im_message (msgid, msg, msgfrom, msgto, send_time, from_res,
+                                              to_res, from_seq, to_seq, indb_time)
+                   SELECT *, %s FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[],
+                                         %s::text[], %s::text[], %s::text[], %s::bigint[],
+                                         %s::bigint[])
+                   ON CONFLICT (msgfrom, msgid) DO NOTHING""",
+                (stamp, *[list(c) for c in cols]))
+    return cur.rowcount
+
+
+# --- group streams and messages --------------------------------------------------------
+
+def lock_groups(cur, gids: list[str]) -> dict[str, int]:
+    """Lock the counters of the live groups among `gids` in gid order; gid → last_seq."""
+    cur.execute("SELECT gid, last_seq FROM tp_im_group WHERE gid = ANY(%s::text[]) "
+                "AND NOT dismissed ORDER BY gid FOR UPDATE", (sorted(gids),))
+    return dict(cur.fetchall())
+
+
+def update_groups(cur, last: dict[str, int]) -> None:
+    gids = sorted(last)
+    cur.execute("""UPDATE tp_im_group g SET last_seq = v.last_seq
+                   FROM unnest(%s::text[], %s::bigint[]) AS v(gid, last_seq)
+                   WHERE g.gid = v.gid""", (gids, [last[g] for g in gids]))
+
+
+def existing_group_messages(cur, keys: list[Key]) -> dict[Key, tuple[int, datetime]]:
+    """Already stored group messages among `keys`: key → (seq, indb_time)."""
+    cur.execute("""SELECT m.msgfrom, m.msgid, m.seq, m.indb_time
+                   FROM tp_im_message_group m
+                   JOIN unnest(%s::text[], %s::text[]) AS k(msgfrom, msgid)
+                     ON m.msgfrom = k.msgfrom AND m.msgid = k.msgid""",
+                ([k[0] for k in keys], [k[1] for k in keys]))
+    return {(r[0], r[1]): (r[2], r[3]) for r in cur.fetchall()}
+
+
+def insert_group_messages(cur, rows: list[tuple], stamp: datetime) -> int:
+    """Insert rows of (msgid, msg, msgfrom, gid, send_time, from_res, seq) stamped `stamp`;
+    returns how many were new."""
+    cols = list(zip(*rows))
+    cur.execute("""INSERT INTO tp_im_message_group (msgid, msg, msgfrom, gid, send_time,
+                                                    from_res, seq, indb_time)
+                   SELECT *, %s FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[],
+                                         %s::text[], %s::text[], %s::bigint[])
+                   ON CONFLICT (msgfrom, msgid) DO NOTHING""",
+                (stamp, *[list(c) for c in cols]))
+    return cur.rowcount
+
+
+def advance_group_given(cur, rows: list[tuple[str, str, int]]) -> None:
+    """Raise tp_im_group_peer.given_seq for (gid, uid, seq) rows."""
+    rows = sorted(rows)
+    cur.execute("""UPDATE tp_im_group_peer p SET given_seq = v.seq
+                   FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS v(gid, uid, seq)
+                   WHERE p.gid = v.gid AND p.userid = v.uid AND p.given_seq < v.seq""",
+                ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]))
+
+
+# --- receipts --------------------------------------------------------------------------
+
+RECEIPT_TABLES = {"message": "tp_im_message", "roster": "tp_im_roster_req",
+                  "group": "tp_im_group_req"}
+
+
+def mark_received(cur, kind: str, rows: list[tuple[str, str, str | None]]) -> int:
+    """Set RECEIVED = 1 on the `kind` rows addressed to `msgto` with `msgid` (from `msgfrom`
+    when it is not None): rows of (msgto, msgid, msgfrom)."""
+    table = RECEIPT_TABLES[kind]
+    cur.execute(f"""UPDATE {table} t SET received = 1
+                    FROM unnest(%s::text[], %s::text[], %s::text[]) AS v(msgto, msgid, msgfrom)
+                    WHERE t.msgto = v.msgto AND t.msgid = v.msgid
+                      AND (v.msgfrom IS NULL OR t.msgfrom = v.msgfrom) AND t.received = 0""",
+                ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]))
+    return cur.rowcount
+
+
+def mark_received_upto(cur, rows: list[tuple[str, int]]) -> int:
+    """Set RECEIVED = 1 on the 1:1 messages to `msgto` up to mailbox position `upto`, never
+    past the mailbox's given_seq (§6.12): rows of (msgto, upto)."""
+    cur.execute("""UPDATE tp_im_message t SET received = 1
+                   FROM unnest(%s::text[], %s::bigint[]) AS v(msgto, upto)
+                   JOIN im_mailbox b ON b.uid = v.msgto
+                   WHERE t.msgto = v.msgto AND t.to_seq <= LEAST(v.upto, b.given_seq)
+                     AND t.received = 0""",
+                ([r[0] for r in rows], [r[1] for r in rows]))
+    return cur.rowcount
