@@ -1,4 +1,4 @@
-"""The `im` command: serve, tcp, initdb, user, check-config, online, status."""
+"""The `im` command: serve, tcp, initdb, user, check-config, online, status, chat."""
 
 import argparse
 import getpass
@@ -20,6 +20,12 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--data-dir")
     sub.add_parser("initdb", help="create or upgrade the schema")
     sub.add_parser("check-config", help="validate the configuration and print it")
+    chat = sub.add_parser("chat", help="a terminal chat client (asks the password)")
+    chat.add_argument("uid")
+    chat.add_argument("--host", default="127.0.0.1")
+    chat.add_argument("--port", type=int, default=7070)
+    chat.add_argument("--res", default="chat", help="resource name of this terminal")
+    chat.add_argument("--tls", action="store_true")
     for name, text in (("online", "who is connected to the running server"),
                        ("status", "the running server's version, readiness, pool and counts")):
         s = sub.add_parser(name, help=text)
@@ -51,6 +57,9 @@ def _password(given: str | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "chat":
+        from im.chat_cli import run as chat
+        return chat(args)
     if args.command in ("serve", "tcp"):
         from gevent import monkey
         monkey.patch_all()
