@@ -1,6 +1,7 @@
 """Groups over TCP (PROTOCOL.md §1.9, §1.5, §6.2, §6.3, §6.10, §6.15): conversations between
 users on two devices — invitations, answers, joining, leaving, kicks and dismissal."""
 
+import time
 import uuid
 
 import pytest
@@ -286,6 +287,23 @@ def test_invitations_wait_for_rose_to_log_in(server, make_users, connect):
                          "to": rose, "to_res": res, "gid": gid, "gname": "weekend"}
     chatroom(device, msgid=msgid, type="1", to=jack, accept=True)
     connect(rose, "tablet").assert_silent(match=CHATROOM)
+
+
+def test_a_received_invitation_is_not_sent_again(server, make_users, connect):
+    jack, rose = make_users(2)
+    jack_pc, rose_pc = connect(jack), connect(rose, "pc")
+    gid = new_group(server, jack_pc)
+    msgid = invite(jack_pc, gid, rose)
+    rose_pc.wait(CHATROOM, msgid=msgid)
+
+    rose_pc.send(protocol.IM_MESSAGE_ACK, {"type": protocol.IM_CHATROOM_INVENT, "msgid": msgid,
+                                           "from": jack})
+    deadline = time.monotonic() + 5
+    while server.sql("SELECT received FROM tp_im_group_req WHERE msgfrom = %s AND msgid = %s",
+                     (jack, msgid)) != [(1,)]:
+        assert time.monotonic() < deadline, "the receipt was not stored"
+        time.sleep(0.05)
+    connect(rose, "phone").assert_silent(match=CHATROOM)
 
 
 def test_bad_chatroom_frames(server, make_users, connect):
