@@ -1,0 +1,265 @@
+"""The file server's logic (PROTOCOL.md §3): names, signatures, resumable uploads, downloads.
+
+Layout under `files_path`: `partial/<name>` grows chunk by chunk; `complete/<name>` appears
+by an atomic rename once every byte is there, so only complete files are ever served and a
+crash never leaves a corrupt file visible. The database row of a name (im_file) records its
+owner and the committed size: a chunk is written, fsynced, and only then counted, in the
+transaction that holds the row's lock (uploads of one name are serialised, across processes
+too). A crash between the write and the commit leaves an uncounted tail, cut off before the
+next chunk is appended; a crash between the rename and the commit is noticed by the next
+upload request (the complete file exists).
+"""
+
+import base64
+import binascii
+import errno
+import hashlib
+import hmac
+import logging
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+import gevent
+
+from im import runtime
+from im.errors import ImError, bad_request
+from im.store import files as store
+
+log = logging.getLogger("im.files")
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
+MIN_STEM = 16
+MD5_RE = re.compile(r"^[0-9A-Fa-f]{32}$")
+MAX_CHUNK_BYTES = 8 * 1024 * 1024
+READ_BLOCK = 64 * 1024
+AVATAR_PREFIX = "/file/"
+
+
+class OffsetConflict(ImError):
+    """An upload chunk not at the end of what is stored; `stored` says where to resume."""
+
+    def __init__(self, stored: int, offset: int):
+        super().__init__("already_exists", f"offset {offset} is not the {stored} bytes stored", 409)
+        self.stored = stored
+
+
+# --- parameters -----------------------------------------------------------------------------
+
+def check_name(value, field: str = "filename") -> str:
+    """1-128 of [A-Za-z0-9._-], not starting with '.', at least 16 chars before the last '.'."""
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise bad_request(field, "1-128 characters of A-Z a-z 0-9 . _ -, not starting with '.'")
+    if len(value.rsplit(".", 1)[0]) < MIN_STEM:
+        raise bad_request(field, f"at least {MIN_STEM} characters before the extension")
+    return value
+
+
+def check_md5(value) -> str:
+    if not isinstance(value, str) or not MD5_RE.match(value):
+        raise bad_request("md5", "32 hexadecimal digits")
+    return value.lower()
+
+
+def decode_chunk(value) -> bytes:
+    """The base64 `bin`; a '+' turned into ' ' by a careless form encoder is forgiven."""
+    if not value:
+        return b""
+    text = "".join(str(value).split("\n")).replace("\r", "").replace(" ", "+")
+    if len(text) > MAX_CHUNK_BYTES * 4 // 3 + 4:
+        raise ImError("too_large", f"bin: chunks are limited to {MAX_CHUNK_BYTES} bytes", 413)
+    try:
+        return base64.b64decode(text.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_request("bin", "not base64") from None
+
+
+def signature(token: str, subject: str, offset: str) -> str:
+    """Lowercase hex HMAC-SHA256 keyed with the token over "<subject>\\n<offset>"."""
+    return hmac.new(token.encode(), f"{subject}\n{offset}".encode(), hashlib.sha256).hexdigest()
+
+
+def check_signature(token: str, subject: str, offset: str, given) -> None:
+    if not isinstance(given, str) or not hmac.compare_digest(signature(token, subject, offset).encode(),
+                                                             given.strip().lower().encode()):
+        raise ImError("not_authenticated", "bad or missing signature")
+
+
+# --- storage paths --------------------------------------------------------------------------
+
+def _dir(kind: str) -> Path:
+    path = runtime.cfg.files_path / kind
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _in_thread(fn, *args):
+    """Run blocking disk work (fsync, hashing) off the event loop."""
+    return gevent.get_hub().threadpool.apply(fn, args)
+
+
+def _size_or_none(path: Path) -> int | None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+# --- upload ---------------------------------------------------------------------------------
+
+def upload(uid: str, name: str, filesize: int, offset: int, data: bytes) -> int:
+    """Store one chunk (an empty one is a probe); returns the bytes stored after it."""
+    if filesize > runtime.cfg.max_file_bytes:
+        raise ImError("too_large", f"filesize: larger than {runtime.cfg.max_file_bytes} bytes", 413)
+    if offset + len(data) > filesize:
+        raise bad_request("bin", "the chunk goes past filesize")
+    with runtime.db.transaction() as cur:
+        store.claim(cur, name, uid, filesize)
+        row = store.lock(cur, name)
+        if row["owner"] != uid:
+            raise ImError("forbidden", "this file name belongs to another user", 403)
+        if row["filesize"] != filesize:
+            raise bad_request("filesize", f"differs from the {row['filesize']} bytes announced first")
+        stored, done = _settle(cur, name, row)
+        if data and (done or offset != stored):
+            raise OffsetConflict(stored, offset)
+        if done or not data and stored < filesize:
+            return stored  # a probe
+        stored = _append(name, stored, data)
+        complete = stored == filesize
+        if complete:
+            _publish(name)
+        store.set_size(cur, name, stored, complete)
+    if complete:
+        log.info("file %s complete (%d bytes) by %s", name, stored, uid)
+    return stored
+
+
+def _settle(cur, name: str, row: dict) -> tuple[int, bool]:
+    """(committed size, complete), reconciled with the disk after a crash."""
+    if row["complete"] or _size_or_none(_dir("complete") / name) is not None:
+        if not row["complete"]:
+            store.set_size(cur, name, row["filesize"], True)
+        return row["filesize"], True
+    on_disk = _size_or_none(_dir("partial") / name) or 0
+    if on_disk < row["size"]:
+        log.warning("file %s: %d bytes on disk, %d counted; resuming from the disk", name,
+                    on_disk, row["size"])
+        store.set_size(cur, name, on_disk, False)
+        return on_disk, False
+    return row["size"], False
+
+
+def _append(name: str, stored: int, data: bytes) -> int:
+    """Write `data` at `stored` of the partial file (cutting any uncounted tail), fsync it."""
+    fd = os.open(_dir("partial") / name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+    try:
+        if os.fstat(fd).st_size != stored:
+            os.ftruncate(fd, stored)
+        view, at = memoryview(data), stored
+        while view:
+            written = os.pwrite(fd, view, at)
+            view, at = view[written:], at + written
+        _in_thread(os.fsync, fd)
+    finally:
+        os.close(fd)
+    return at
+
+
+def _publish(name: str) -> None:
+    """Move the finished file where downloads look, durably."""
+    complete = _dir("complete")
+    os.rename(_dir("partial") / name, complete / name)
+    dir_fd = os.open(complete, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        _in_thread(os.fsync, dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+# --- download -------------------------------------------------------------------------------
+
+@dataclass
+class Opened:
+    fd: int
+    size: int
+    mtime_ns: int
+
+
+def open_complete(name: str) -> Opened:
+    """Open a complete file (never through a symlink); 404 when there is none."""
+    try:
+        fd = os.open(_dir("complete") / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as err:
+        if err.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+            raise ImError("not_found", "no such file") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise ImError("not_found", "no such file")
+    return Opened(fd, st.st_size, st.st_mtime_ns)
+
+
+class Blocks:
+    """An iterable over `length` bytes of an open file from `start`, read 64 KiB at a time;
+    closing it (the WSGI server does, even when the client went away) closes the file."""
+
+    def __init__(self, fd: int, start: int, length: int):
+        self.fd, self.at, self.left = fd, start, length
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> bytes:
+        if self.left <= 0 or self.fd < 0:
+            self.close()
+            raise StopIteration
+        chunk = os.pread(self.fd, min(READ_BLOCK, self.left), self.at)
+        if not chunk:
+            self.close()
+            raise StopIteration
+        self.at += len(chunk)
+        self.left -= len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def matches_md5(name: str, md5: str) -> bool:
+    """Whether the complete file has this MD5 (computed once, then kept in im_file)."""
+    opened = open_complete(name)
+    os.close(opened.fd)
+    with runtime.db.transaction() as cur:
+        row = store.get(cur, name)
+    digest = row["md5"] if row and row["md5"] else None
+    if digest is None:
+        digest = _in_thread(_md5_of, _dir("complete") / name)
+        with runtime.db.transaction() as cur:
+            store.set_md5(cur, name, digest)
+    return hmac.compare_digest(digest, md5)
+
+
+def _md5_of(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        while block := fh.read(1024 * 1024):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def avatar_name(uid: str) -> str:
+    """The file named by the user's avatar (`/file/<name>`); 404 when there is none."""
+    with runtime.db.transaction() as cur:
+        avatar = store.avatar_of(cur, uid)
+    name = (avatar or "").removeprefix(AVATAR_PREFIX)
+    try:
+        return check_name(name)
+    except ImError:
+        raise ImError("not_found", "the user has no avatar file") from None

@@ -1,0 +1,36 @@
+"""SQL of the file server (PROTOCOL.md §3): who owns a name, how many bytes are committed."""
+
+FILE_COLUMNS = ("owner", "filesize", "size", "complete", "md5")
+
+
+def claim(cur, name: str, owner: str, filesize: int) -> None:
+    """Record `owner` as the name's owner unless someone already is."""
+    cur.execute("""INSERT INTO im_file (name, owner, filesize) VALUES (%s, %s, %s)
+                   ON CONFLICT (name) DO NOTHING""", (name, owner, filesize))
+
+
+def lock(cur, name: str) -> dict | None:
+    """The name's row, locked until commit: uploads of one name are serialised."""
+    cur.execute(f"SELECT {', '.join(FILE_COLUMNS)} FROM im_file WHERE name = %s FOR UPDATE", (name,))
+    found = cur.fetchone()
+    return dict(zip(FILE_COLUMNS, found)) if found else None
+
+
+def get(cur, name: str) -> dict | None:
+    cur.execute(f"SELECT {', '.join(FILE_COLUMNS)} FROM im_file WHERE name = %s", (name,))
+    found = cur.fetchone()
+    return dict(zip(FILE_COLUMNS, found)) if found else None
+
+
+def set_size(cur, name: str, size: int, complete: bool) -> None:
+    cur.execute("UPDATE im_file SET size = %s, complete = %s WHERE name = %s", (size, complete, name))
+
+
+def set_md5(cur, name: str, md5: str) -> None:
+    cur.execute("UPDATE im_file SET md5 = %s WHERE name = %s AND complete", (md5, name))
+
+
+def avatar_of(cur, uid: str) -> str | None:
+    cur.execute("SELECT avatar FROM tp_im_roster WHERE userid = %s", (uid,))
+    found = cur.fetchone()
+    return found[0] if found else None

@@ -1,0 +1,129 @@
+"""The file server's HTTP face (PROTOCOL.md §3): /file/upload, /file/download, /file/check,
+/file/download/head. Parameters come from the query string or form fields; every request is
+authorised by token and signature; errors are plain-text bodies."""
+
+import logging
+import os
+
+from flask import Blueprint, Response, request
+from werkzeug.exceptions import HTTPException
+
+from im import validate
+from im.errors import ImError
+from im.features import accounts, files
+from im.web.api import bearer_token
+
+log = logging.getLogger("im.web.files")
+
+bp = Blueprint("files", __name__, url_prefix="/file")
+
+OCTET = "application/octet-stream;charset=utf-8"
+FORM_LIMIT = files.MAX_CHUNK_BYTES * 4 // 3 + 64 * 1024
+CACHE_BY_NAME = "private, max-age=86400"  # a complete file never changes
+CACHE_BY_UID = "private, no-cache"  # the user's avatar may change: revalidate with the ETag
+
+
+def _text(body: str, status: int, headers: dict | None = None) -> Response:
+    return Response(body + "\n", status, headers=headers, mimetype="text/plain")
+
+
+@bp.errorhandler(ImError)
+def _on_im_error(err: ImError) -> Response:
+    headers = {"FI": str(err.stored)} if isinstance(err, files.OffsetConflict) else None
+    return _text(err.text, err.status, headers)
+
+
+@bp.errorhandler(HTTPException)
+def _on_http_error(err: HTTPException) -> Response:
+    return _text(err.description or err.name, err.code or 500)
+
+
+@bp.errorhandler(Exception)
+def _on_crash(err: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return _text("internal error", 500)
+
+
+def _authorise(subject_field: str) -> tuple[str, dict]:
+    """(uid, parameters) of a request carrying a live token and a good signature."""
+    request.max_form_memory_size = FORM_LIMIT
+    params = request.values.to_dict()
+    token = bearer_token() or params.get("token")
+    uid, _ = accounts.authenticate(token)
+    files.check_signature(token, params.get(subject_field, ""), params.get("offset", ""),
+                          params.get("signature"))
+    return uid, params
+
+
+@bp.post("/upload")
+def upload() -> Response:
+    uid, params = _authorise("filename")
+    name = files.check_name(params.get("filename"))
+    filesize = validate.integer(params, "filesize", lo=0)
+    offset = validate.integer(params, "offset", default=0, lo=0)
+    stored = files.upload(uid, name, filesize, offset, files.decode_chunk(params.get("bin")))
+    return _text("ok", 200, {"FI": str(stored)})
+
+
+@bp.route("/download", methods=["GET", "POST"])
+def download() -> Response:
+    _, params = _authorise("filename")
+    return _serve(files.check_name(params.get("filename")), params)
+
+
+@bp.route("/check", methods=["GET", "POST"])
+def check() -> Response:
+    _, params = _authorise("filename")
+    name = files.check_name(params.get("filename"))
+    if files.matches_md5(name, files.check_md5(params.get("md5"))):
+        return _text("ok", 200)
+    return _text("md5 differs", 409)
+
+
+@bp.route("/download/head", methods=["GET", "POST"])
+def download_head() -> Response:
+    by_uid = bool(request.values.get("uid"))
+    _, params = _authorise("uid" if by_uid else "filename")
+    if by_uid:
+        name = files.avatar_name(validate.uid(params["uid"]))
+    else:
+        name = files.check_name(params.get("filename"))
+    return _serve(name, params, cache=CACHE_BY_UID if by_uid else CACHE_BY_NAME)
+
+
+def _serve(name: str, params: dict, cache: str | None = None) -> Response:
+    """Stream a block of a complete file: the Range header's (206), else offset/block-size."""
+    opened = files.open_complete(name)
+    try:
+        headers = {"FI": str(opened.size), "Accept-Ranges": "bytes"}
+        if cache:
+            headers.update({"ETag": f'"{name}-{opened.size:x}"', "Cache-Control": cache})
+            if request.if_none_match.contains(headers["ETag"].strip('"')):
+                os.close(opened.fd)
+                return Response(status=304, headers=headers)
+        span = _block(params, opened.size, headers)
+        if span is None:
+            os.close(opened.fd)
+            return _text("range not satisfiable", 416, {"Content-Range": f"bytes */{opened.size}"})
+        start, length, status = span
+    except BaseException:
+        os.close(opened.fd)
+        raise
+    headers["Content-Length"] = str(length)
+    return Response(files.Blocks(opened.fd, start, length), status, headers=headers,
+                    content_type=OCTET, direct_passthrough=True)
+
+
+def _block(params: dict, size: int, headers: dict) -> tuple[int, int, int] | None:
+    """(start, length, status) of what to send, adding Content-Range for a range request;
+    None for a range that cannot be satisfied."""
+    ranges = request.range
+    if ranges is not None and ranges.units == "bytes" and len(ranges.ranges) == 1:
+        span = ranges.range_for_length(size)
+        if span is None:
+            return None
+        headers["Content-Range"] = f"bytes {span[0]}-{span[1] - 1}/{size}"
+        return span[0], span[1] - span[0], 206
+    offset = validate.integer(params, "offset", default=0, lo=0, hi=size)
+    block = validate.integer(params, "block-size", default=0, lo=0)
+    return offset, min(block or size, size - offset), 200
