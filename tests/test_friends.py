@@ -1,6 +1,7 @@
 """Friends over TCP (PROTOCOL.md §1.7, §1.5 re-send, §6.3, §6.10): jack asks, rose answers."""
 
 import json
+import time
 
 import pytest
 
@@ -36,6 +37,13 @@ def fails(code: str, fn, *args, **kw) -> None:
     with pytest.raises(RequestFailed) as err:
         fn(*args, **kw)
     assert err.value.code == code, err.value.ack
+
+
+def wait_until(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
 
 
 def friend_rows(server, *uids: str) -> list[tuple]:
@@ -184,9 +192,7 @@ def test_pending_request_comes_again_at_each_login_until_receipted(server, make_
         assert (frame["from"], frame["to"], frame["to_res"], frame["msg"]) == \
             (jack, rose, res, "while you were away")
         conn.assert_silent(match=REQ)
-        conn.close()
 
-    # The receipt {"type": 200705, "msgid", "from"} belongs to the chat feature's receipt handler,
-    # being written in parallel; mark the row the way that receipt does.
-    server.sql("UPDATE tp_im_roster_req SET received = 1 WHERE msgfrom = %s AND msgid = 'p1'", (jack,))
+    conn.send(protocol.IM_MESSAGE_ACK, {"type": REQ, "msgid": "p1", "from": jack})
+    wait_until(lambda: request_row(server, jack, "p1")[0][3] == 1)
     connect(rose, res="laptop").assert_silent(match=REQ)
