@@ -163,7 +163,7 @@ def answer(conn, msgid: str, body: dict) -> dict:
     accept = _flag(body, "accept")
     fname = validate.string(body, "fname", MAX_FNAME, required=False)
     with runtime.db.transaction() as cur:
-        inv = _find_invitation(cur, conn.uid, msgid, body.get("to"))
+        inv = _find_invitation(cur, conn.uid, msgid, body.get("to") or None)
         if body.get("gid") is not None and _gid(body) != inv["gid"]:
             raise bad_request("gid", "not the invitation's group")
         if not accept:
