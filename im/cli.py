@@ -77,13 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("online", "status"):
         return _ops_command(args.command, cfg, args.url)
     from im import runtime
+    from im.errors import Unavailable
     runtime.setup_logging(cfg)
-    if args.command in ("serve", "tcp"):
-        from im.serve import run
-        path = getattr(args, "sub_config", None) or args.config
-        return run(cfg, with_http=args.command == "serve",
-                   load_config=lambda: config.load(path, overrides=overrides))
-    runtime.start(cfg, listen=False, with_router=args.command == "user")
+    try:
+        if args.command in ("serve", "tcp"):
+            from im.serve import run
+            path = getattr(args, "sub_config", None) or args.config
+            return run(cfg, with_http=args.command == "serve",
+                       load_config=lambda: config.load(path, overrides=overrides))
+        runtime.start(cfg, listen=False, with_router=args.command == "user")
+    except Unavailable as err:
+        print(f"im: {err.text}: {runtime.database_label}", file=sys.stderr)
+        return 1
     try:
         return _admin_command(args)
     finally:
