@@ -1,0 +1,150 @@
+"""SQL of stored chat as the HTTP API reads it: offline fetches, receipts and history.
+
+Every query walks an index in stream order: 1:1 messages by a mailbox position (`to_seq` of
+the recipient, `from_seq` of the sender), group messages by (gid, seq).
+"""
+
+from datetime import datetime
+
+MSG_COLS = "msgid, msgfrom, from_res, msgto, indb_time, msg"
+MSG_NAMES = ("msgid", "from", "from_res", "to", "time", "body", "seq")
+GROUP_NAMES = ("msgid", "from", "to", "time", "body", "seq")
+
+
+def _rows(cur, names: tuple[str, ...]) -> list[dict]:
+    return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+# --- 1:1 ------------------------------------------------------------------------------
+
+def unreceived(cur, uid: str, limit: int) -> list[dict]:
+    """Messages to uid not yet marked received, in mailbox order."""
+    cur.execute(f"""SELECT {MSG_COLS}, to_seq FROM tp_im_message
+                    WHERE msgto = %s AND received = 0 ORDER BY to_seq LIMIT %s""", (uid, limit))
+    return _rows(cur, MSG_NAMES)
+
+
+def mailbox_after(cur, uid: str, after: int, limit: int) -> list[dict]:
+    """uid's mailbox after position `after`, sent and received (a message to oneself once)."""
+    cur.execute(f"""(SELECT {MSG_COLS}, to_seq AS seq FROM tp_im_message
+                     WHERE msgto = %(u)s AND to_seq > %(a)s ORDER BY to_seq LIMIT %(n)s)
+                    UNION ALL
+                    (SELECT {MSG_COLS}, from_seq FROM tp_im_message
+                     WHERE msgfrom = %(u)s AND from_seq > %(a)s AND msgto <> %(u)s
+                     ORDER BY from_seq LIMIT %(n)s)
+                    ORDER BY seq LIMIT %(n)s""", {"u": uid, "a": after, "n": limit})
+    return _rows(cur, MSG_NAMES)
+
+
+def raise_given(cur, uid: str, seq: int) -> None:
+    """Record that uid has been given its mailbox up to `seq` (never lowers it)."""
+    cur.execute("UPDATE im_mailbox SET given_seq = GREATEST(given_seq, %s) WHERE uid = %s",
+                (seq, uid))
+
+
+def mark_received_upto(cur, uid: str, seq: int) -> int:
+    """Mark received the messages to uid up to position min(seq, given_seq)."""
+    cur.execute("""UPDATE tp_im_message SET received = 1
+                   WHERE msgto = %(u)s AND received = 0 AND to_seq <= LEAST(%(s)s,
+                         (SELECT given_seq FROM im_mailbox WHERE uid = %(u)s))""",
+                {"u": uid, "s": seq})
+    return cur.rowcount
+
+
+def mark_received_before(cur, uid: str, before: datetime) -> int:
+    """Mark received the messages to uid stored before `before`, up to given_seq."""
+    cur.execute("""UPDATE tp_im_message SET received = 1
+                   WHERE msgto = %(u)s AND received = 0 AND indb_time < %(t)s
+                     AND to_seq <= (SELECT given_seq FROM im_mailbox WHERE uid = %(u)s)""",
+                {"u": uid, "t": before})
+    return cur.rowcount
+
+
+def conversation(cur, uid: str, other: str, before: int, days: int, limit: int) -> list[dict]:
+    """The newest `limit` messages between uid and other, both directions, before uid's
+    mailbox position `before` and within `days`; newest first."""
+    cur.execute(f"""(SELECT {MSG_COLS}, to_seq AS seq FROM tp_im_message
+                     WHERE msgto = %(u)s AND msgfrom = %(o)s AND to_seq < %(b)s
+                       AND indb_time >= now() - %(d)s * interval '1 day'
+                     ORDER BY to_seq DESC LIMIT %(n)s)
+                    UNION ALL
+                    (SELECT {MSG_COLS}, from_seq FROM tp_im_message
+                     WHERE msgfrom = %(u)s AND msgto = %(o)s AND msgto <> msgfrom
+                       AND from_seq < %(b)s AND indb_time >= now() - %(d)s * interval '1 day'
+                     ORDER BY from_seq DESC LIMIT %(n)s)
+                    ORDER BY seq DESC LIMIT %(n)s""",
+                {"u": uid, "o": other, "b": before, "d": days, "n": limit})
+    return _rows(cur, MSG_NAMES)
+
+
+# --- groups ---------------------------------------------------------------------------
+
+def membership(cur, gid: str, uid: str) -> bool | None:
+    """Whether uid is a member of the live group gid; None if there is no such group."""
+    cur.execute("""SELECT p.userid IS NOT NULL FROM tp_im_group g
+                   LEFT JOIN tp_im_group_peer p ON p.gid = g.gid AND p.userid = %s
+                   WHERE g.gid = %s AND NOT g.dismissed""", (uid, gid))
+    row = cur.fetchone()
+    return None if row is None else row[0]
+
+
+def group_unsynced(cur, uid: str, gid: str | None, limit: int) -> list[dict]:
+    """Messages after uid's sync point (and after joining) of each of uid's groups, or of gid
+    only; ordered by gid then seq."""
+    cur.execute("""SELECT m.msgid, m.msgfrom, m.gid, m.indb_time, m.msg, m.seq
+                   FROM tp_im_group_peer p
+                   JOIN tp_im_group g ON g.gid = p.gid AND NOT g.dismissed
+                   CROSS JOIN LATERAL (
+                       SELECT msgid, msgfrom, gid, indb_time, msg, seq FROM tp_im_message_group
+                       WHERE gid = p.gid AND seq > GREATEST(p.sync_seq, p.join_seq)
+                       ORDER BY seq LIMIT %(n)s) m
+                   WHERE p.userid = %(u)s AND (%(g)s::varchar IS NULL OR p.gid = %(g)s)
+                   ORDER BY p.gid, m.seq LIMIT %(n)s""", {"u": uid, "g": gid, "n": limit})
+    return _rows(cur, GROUP_NAMES)
+
+
+def raise_group_given(cur, uid: str, given: dict[str, int]) -> None:
+    """Record per group the highest seq uid has been given (never lowers it)."""
+    cur.execute("""UPDATE tp_im_group_peer p SET given_seq = GREATEST(p.given_seq, v.seq)
+                   FROM unnest(%s::varchar[], %s::bigint[]) AS v(gid, seq)
+                   WHERE p.gid = v.gid AND p.userid = %s""",
+                (list(given), list(given.values()), uid))
+
+
+def group_mark_seq(cur, uid: str, gid: str, seq: int) -> None:
+    """Move uid's sync point of gid forward to min(seq, given_seq); mirror its time."""
+    cur.execute("""UPDATE tp_im_group_peer SET sync_seq = GREATEST(sync_seq, LEAST(%s, given_seq))
+                   WHERE gid = %s AND userid = %s RETURNING sync_seq""", (seq, gid, uid))
+    row = cur.fetchone()
+    if row is None:
+        return
+    cur.execute("""UPDATE tp_im_roster SET update_time = COALESCE(
+                       (SELECT indb_time FROM tp_im_message_group WHERE gid = %s AND seq = %s),
+                       update_time)
+                   WHERE userid = %s""", (gid, row[0], uid))
+
+
+def group_mark_before(cur, uid: str, before: datetime, mark: datetime, gid: str | None) -> None:
+    """Move uid's sync point of each group (or of gid) forward to its last message stored
+    before `before`, capped by given_seq; mirror `mark` as the roster's update time."""
+    cur.execute("""UPDATE tp_im_group_peer p SET sync_seq = GREATEST(p.sync_seq, COALESCE(
+                       (SELECT m.seq FROM tp_im_message_group m
+                        WHERE m.gid = p.gid AND m.seq <= p.given_seq AND m.indb_time < %(t)s
+                        ORDER BY m.seq DESC LIMIT 1), 0))
+                   WHERE p.userid = %(u)s AND (%(g)s::varchar IS NULL OR p.gid = %(g)s)""",
+                {"u": uid, "t": before, "g": gid})
+    cur.execute("UPDATE tp_im_roster SET update_time = %s WHERE userid = %s", (mark, uid))
+
+
+def group_history(cur, uid: str, gid: str, before: int, days: int, limit: int) -> list[dict]:
+    """The newest `limit` messages of gid before `before` that uid may see (after joining),
+    within `days`; newest first."""
+    cur.execute("""SELECT m.msgid, m.msgfrom, m.gid, m.indb_time, m.msg, m.seq
+                   FROM tp_im_group_peer p
+                   JOIN tp_im_message_group m ON m.gid = p.gid
+                    AND m.seq > p.join_seq AND m.seq < %(b)s
+                   WHERE p.gid = %(g)s AND p.userid = %(u)s
+                     AND m.indb_time >= now() - %(d)s * interval '1 day'
+                   ORDER BY m.seq DESC LIMIT %(n)s""",
+                {"u": uid, "g": gid, "b": before, "d": days, "n": limit})
+    return _rows(cur, GROUP_NAMES)
