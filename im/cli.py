@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     dis.add_argument("uid")
     dis.add_argument("--enable", action="store_true", help="enable again instead")
     u.add_parser("list", help="list users")
+    for name, columns in (("dept", "deptid,pid,name[,ord]"),
+                          ("contacts", "uid,name,deptid,position,telephone,cellphone,email[,pwd]")):
+        kind = sub.add_parser(name, help=f"{name} from CSV").add_subparsers(dest="action", required=True)
+        kind.add_parser("import", help=f"create or update from a CSV file with the header {columns}; "
+                                       "all rows or none").add_argument("file")
     return p
 
 
@@ -154,6 +159,8 @@ def _admin_command(args) -> int:
     try:
         if args.command == "initdb":
             print(f"schema ready (version {schema.apply(runtime.db)}) in {runtime.database_label}")
+        elif args.command in ("dept", "contacts"):
+            return _import(args.command, args.file)
         elif args.action == "add":
             admin.create_user({"uid": args.uid, "pwd": _password(args.password), "name": args.name,
                                "deptid": args.deptid})
@@ -170,6 +177,30 @@ def _admin_command(args) -> int:
     except ImError as err:
         print(f"im: {err.text}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _import(kind: str, path: str) -> int:
+    """`im dept import` / `im contacts import`: every row or none. Generated passwords of new
+    users go to stdout as CSV (uid,password), everything else to stderr."""
+    from im.features import org
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            report = (org.import_depts if kind == "dept" else org.import_contacts)(fh)
+    except (OSError, UnicodeDecodeError) as err:
+        print(f"im: cannot read {path}: {err}", file=sys.stderr)
+        return 2
+    for problem in report.errors:
+        print(f"im: {path}: {problem}", file=sys.stderr)
+    if report.errors:
+        print(f"im: nothing imported: {len(report.errors)} problem(s)", file=sys.stderr)
+        return 1
+    if report.passwords:
+        print("uid,password")
+        for uid, pwd in report.passwords:
+            print(f"{uid},{pwd}")
+    print(f"im: {kind}: {report.created} created, {report.updated} updated, "
+          f"{report.unchanged} unchanged", file=sys.stderr)
     return 0
 
 
