@@ -157,3 +157,21 @@ def test_ack_goes_to_one_friend_connection_and_never_to_a_non_friend(friends):
     jack_pc.send(PRESENCE, {"type": "ack", "to": tom.uid, "to_res": "pc", "show": "online"})
     jack_pc.assert_silent()  # without msgid: dropped silently
     tom.assert_silent()
+
+
+def test_a_new_group_member_sees_each_peers_most_available_show(server, make_users, connect):
+    """§6.15: chat > online > dnd > away > xa, "offline" with no announced device."""
+    jack, rose, tom = make_users(3)
+    devices = {show: connect(jack, res=show) for show in ("xa", "dnd", "away")}
+    for show, conn in devices.items():
+        announce(conn, show)
+    tom_pc, rose_pc = connect(tom), connect(rose)
+    announce(tom_pc, "xa")
+    gid = server.http(devices["dnd"].token).qid("QID_IM_SET_GROUP", gname="ranks")["result"]
+    for member in (tom_pc, rose_pc):
+        devices["dnd"].request(protocol.IM_CHATROOM, {"msgid": "i-" + member.uid, "type": "0",
+                                                      "gid": gid, "to": member.uid})
+        member.request(protocol.IM_CHATROOM, {"msgid": "i-" + member.uid, "type": "1", "gid": gid,
+                                              "to": jack, "fname": "", "accept": True})
+    _, data = rose_pc.wait(protocol.IM_NOTIFY_GROUP_DATA, gid=gid)
+    assert {p["uid"]: p["show"] for p in data["peers"]} == {jack: "dnd", tom: "xa", rose: "offline"}
