@@ -36,8 +36,9 @@ class RequestFailed(Exception):
 
 class Client:
     def __init__(self, host: str = "127.0.0.1", port: int = 7070, timeout: float = 5.0,
-                 tls: bool = False, max_frame_bytes: int = 16 * 1024 * 1024):
-        sock = socket.create_connection((host, port), timeout=timeout)
+                 tls: bool = False, max_frame_bytes: int = 16 * 1024 * 1024,
+                 source_address: tuple[str, int] | None = None):
+        sock = socket.create_connection((host, port), timeout=timeout, source_address=source_address)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if tls:
             ctx = ssl_mod.create_default_context()
