@@ -11,6 +11,7 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 
+from im import protocol
 from im.client import rows
 from im.schema import SCHEMA_FILE
 from im.store import history, pending
@@ -171,6 +172,33 @@ def test_a_device_syncs_its_whole_mailbox_after_its_cursor(server, make_users):
 def test_bad_parameters_are_named(server, make_users, qid, field, params):
     jack, = make_users(1)
     refused(api(server, jack), qid, 400, "bad_request", field, **params)
+
+
+def test_what_rose_sends_over_tcp_jack_fetches_and_marks_over_http(server, make_users, connect):
+    jack, rose = make_users(2)
+    rose_phone = connect(rose, res="android")
+    acks = [rose_phone.message(jack, f"while you were out {i}") for i in range(2)]
+    http = api(server, jack)
+    fetched = rows(http.qid("QID_IM_GET_OFFLINE_MSG"))
+    assert [(r["body"], r["from_res"], r["time"], r["seq"]) for r in fetched] == [
+        (f"while you were out {i}", "android", ack["time"], str(i + 1)) for i, ack in enumerate(acks)]
+
+    # jack comes online: a live delivery counts as given, so his mark covers it
+    jack_pc = connect(jack, res="pc")
+    rose_phone.message(jack, "welcome back")
+    _, live = jack_pc.wait(protocol.IM_MESSAGE, timeout=5, body="welcome back")
+    http.qid("QID_IM_RECIVE_OFFLINE_MSG", seq=live["seq"])
+    assert bodies(http.qid("QID_IM_GET_OFFLINE_MSG")) == []
+    assert [r["body"] for r in rows(http.qid("QID_IM_GET_ROSTER_MSG_HISTORY", msgto=rose))] == [
+        "while you were out 0", "while you were out 1", "welcome back"]
+
+    # and a group jack created over HTTP keeps its messages in its own stream
+    gid = http.qid("QID_IM_SET_GROUP", gname="team")["result"]
+    for text in ("standup?", "in 5"):
+        jack_pc.message(gid, text, group=True)
+    history = rows(http.qid("QID_IM_GET_GROUP_MSG_HISTORY", gid=gid))
+    assert [(r["from"], r["to"], r["body"], r["seq"]) for r in history] == [
+        (jack, gid, "standup?", "1"), (jack, gid, "in 5", "2")]
 
 
 # --- 1:1 history ----------------------------------------------------------------------
