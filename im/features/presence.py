@@ -54,11 +54,14 @@ def _send_all(src_uid: str, dst_uid: str, kind: str) -> None:
             dst.send(protocol.IM_PRESENCE, _frame(kind, src, dst, src.presence))
 
 
-def _broadcast(conn, kind: str, show: str) -> None:
-    """Send this connection's presence to every announced connection of every friend."""
-    for friend in membership.friends(conn.uid):
+def _broadcast(conn, kind: str, show: str) -> frozenset:
+    """Send this connection's presence to every announced connection of every friend;
+    returns the friends."""
+    friends = membership.friends(conn.uid)
+    for friend in friends:
         for dst in _announced(friend):
             dst.send(protocol.IM_PRESENCE, _frame(kind, conn, dst, show))
+    return friends
 
 
 def _show(body: dict, default: str | None = None) -> str:
@@ -74,11 +77,8 @@ def _require_announced(conn) -> None:
 
 
 def _online(conn, body: dict) -> None:
-    show = _show(body, "online")
-    conn.presence = show
-    friends = membership.friends(conn.uid)
-    _broadcast(conn, "online", show)
-    for friend in friends:
+    conn.presence = _show(body, "online")
+    for friend in _broadcast(conn, "online", conn.presence):
         for src in _announced(friend):
             conn.send(protocol.IM_PRESENCE, _frame("ack", src, conn, src.presence))
 
