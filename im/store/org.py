@@ -98,3 +98,8 @@ def update_directory(cur, uid: str, fields: dict, ver: int) -> None:
     sets = ", ".join(f"{k} = %s" for k in fields)
     cur.execute(f"UPDATE im_user SET {sets}, ver = %s WHERE uid = %s",
                 [*fields.values(), ver, uid])
+
+
+def enabled_uids(cur) -> list[str]:
+    cur.execute("SELECT uid FROM im_user WHERE NOT disabled ORDER BY uid")
+    return [r[0] for r in cur.fetchall()]

@@ -11,6 +11,8 @@ from flask import Blueprint, request
 from im import runtime, validate
 from im.errors import ImError
 from im.features import admin as admin_feature
+from im.features import broadcast as broadcast_feature
+from im.features import org
 from im.web.api import bearer_token, json_params
 from im.web.app import json_response
 
@@ -63,3 +65,40 @@ def get_user(uid: str):
 def patch_user(uid: str):
     admin_feature.patch_user(validate.uid(uid), json_params())
     return json_response({"uid": uid})
+
+
+@bp.post("/depts")
+@admin_required
+def create_dept():
+    return json_response(org.create_dept(json_params()), 201)
+
+
+@bp.patch("/depts/<deptid>")
+@admin_required
+def patch_dept(deptid: str):
+    return json_response(org.patch_dept(org.check_deptid(deptid), json_params()))
+
+
+@bp.delete("/depts/<deptid>")
+@admin_required
+def delete_dept(deptid: str):
+    org.delete_dept(org.check_deptid(deptid))
+    return json_response({"deptid": deptid})
+
+
+@bp.get("/online")
+@admin_required
+def online():
+    """Sessions of this process. An HTTP-only process (gunicorn) hosts none: it answers zeros
+    and no nodes, with `"sessions_here": false`."""
+    if runtime.tcp_server is None or runtime.router is None:
+        return json_response({"users": 0, "connections": 0, "nodes": {}, "sessions_here": False})
+    counts = runtime.router.counts()
+    return json_response({**counts, "nodes": {runtime.router.node_id: counts}, "sessions_here": True})
+
+
+@bp.post("/broadcast")
+@admin_required
+def broadcast():
+    params = json_params()
+    return json_response(broadcast_feature.broadcast(params.get("to"), params.get("body")))
