@@ -26,6 +26,8 @@ log = logging.getLogger("im.db")
 
 PING_AFTER_IDLE_S = 2.0
 BROKEN = (psycopg2.OperationalError, psycopg2.InterfaceError)
+OPEN_TRANSACTION = (psycopg2.extensions.TRANSACTION_STATUS_INTRANS,
+                    psycopg2.extensions.TRANSACTION_STATUS_INERROR)
 
 
 def make_cooperative() -> None:
@@ -43,6 +45,7 @@ class Pool:
         self._idle: deque = deque()
         self.in_use = 0
         self.waiting = 0
+        self._suspect_before = 0.0  # connections idle since before this are pinged before use
 
     def _connect(self):
         try:
@@ -59,12 +62,13 @@ class Pool:
             conn, since = self._idle.pop()
             if conn.closed:
                 continue
-            if time.monotonic() - since > PING_AFTER_IDLE_S:
+            if since <= self._suspect_before or time.monotonic() - since > PING_AFTER_IDLE_S:
                 try:
                     with conn.cursor() as cur:
                         cur.execute("SELECT 1")
                     conn.rollback()
                 except BROKEN:
+                    self._suspect_before = time.monotonic()
                     self._discard(conn)
                     continue
             return conn
@@ -93,19 +97,30 @@ class Pool:
             conn = self._take()
             yield conn
         except BROKEN as err:
-            log.warning("database connection lost: %s", str(err).strip().splitlines()[0] if str(err) else err)
-            if conn is not None:
-                self._discard(conn)
-                conn = None
+            log.warning("database error: %s", str(err).strip().splitlines()[0] if str(err) else err)
             raise Unavailable("database unavailable") from None
         finally:
             if conn is not None:
-                if conn.closed or conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
-                    self._discard(conn)
-                else:
-                    self._idle.append((conn, time.monotonic()))
+                self._give_back(conn)
             self.in_use -= 1
             self._sem.release()
+
+    def _give_back(self, conn) -> None:
+        """Keep a healthy connection (rolled back if a transaction was left open), close a broken
+        one. The error that broke it may come from another connection nested inside, so only
+        the connection's own state decides."""
+        if not conn.closed and conn.get_transaction_status() in OPEN_TRANSACTION:
+            try:
+                conn.rollback()
+            except BROKEN:
+                pass
+        if conn.closed:
+            self._suspect_before = time.monotonic()  # the others may have died with it
+            self._discard(conn)
+        elif conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+            self._discard(conn)  # interrupted mid-query: its state is unknown
+        else:
+            self._idle.append((conn, time.monotonic()))
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
