@@ -186,7 +186,6 @@ def _publish(name: str) -> None:
 class Opened:
     fd: int
     size: int
-    mtime_ns: int
 
 
 def open_complete(name: str) -> Opened:
@@ -201,7 +200,7 @@ def open_complete(name: str) -> Opened:
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise ImError("not_found", "no such file")
-    return Opened(fd, st.st_size, st.st_mtime_ns)
+    return Opened(fd, st.st_size)
 
 
 class Blocks:

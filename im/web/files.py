@@ -44,20 +44,25 @@ def _on_crash(err: Exception) -> Response:
     return _text("internal error", 500)
 
 
-def _authorise(subject_field: str) -> tuple[str, dict]:
-    """(uid, parameters) of a request carrying a live token and a good signature."""
+def _params() -> dict:
+    """Query string and form fields (a form may carry one base64 chunk)."""
     request.max_form_memory_size = FORM_LIMIT
-    params = request.values.to_dict()
+    return request.values.to_dict()
+
+
+def _authorise(params: dict, subject_field: str = "filename") -> str:
+    """The uid of a request carrying a live token and a good signature."""
     token = bearer_token() or params.get("token")
     uid, _ = accounts.authenticate(token)
     files.check_signature(token, params.get(subject_field, ""), params.get("offset", ""),
                           params.get("signature"))
-    return uid, params
+    return uid
 
 
 @bp.post("/upload")
 def upload() -> Response:
-    uid, params = _authorise("filename")
+    params = _params()
+    uid = _authorise(params)
     name = files.check_name(params.get("filename"))
     filesize = validate.integer(params, "filesize", lo=0)
     offset = validate.integer(params, "offset", default=0, lo=0)
@@ -67,13 +72,15 @@ def upload() -> Response:
 
 @bp.route("/download", methods=["GET", "POST"])
 def download() -> Response:
-    _, params = _authorise("filename")
+    params = _params()
+    _authorise(params)
     return _serve(files.check_name(params.get("filename")), params)
 
 
 @bp.route("/check", methods=["GET", "POST"])
 def check() -> Response:
-    _, params = _authorise("filename")
+    params = _params()
+    _authorise(params)
     name = files.check_name(params.get("filename"))
     if files.matches_md5(name, files.check_md5(params.get("md5"))):
         return _text("ok", 200)
@@ -82,8 +89,9 @@ def check() -> Response:
 
 @bp.route("/download/head", methods=["GET", "POST"])
 def download_head() -> Response:
-    by_uid = bool(request.values.get("uid"))
-    _, params = _authorise("uid" if by_uid else "filename")
+    params = _params()
+    by_uid = bool(params.get("uid"))
+    _authorise(params, "uid" if by_uid else "filename")
     if by_uid:
         name = files.avatar_name(validate.uid(params["uid"]))
     else:
