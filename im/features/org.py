@@ -61,7 +61,7 @@ def get_contacts_list(caller: Caller, params: dict) -> dict:
     ver = validate.integer(params, "ver", default=0, lo=0)
     limit = validate.integer(params, "limit", default=CONTACTS_LIMIT, lo=1, hi=CONTACTS_MAX)
     with runtime.db.transaction() as cur:
-        rows, more = store.contacts_page(cur, ver, limit)
+        rows, more = store.contacts_page(cur, ver or -1, limit)  # 0: everyone, even unstamped rows
     return shapes.table(rows, more)
 
 
