@@ -1,7 +1,8 @@
 """The process's Prometheus metrics (exported as GET /metrics by im/web/ops.py).
 
 Counters that features bump themselves live here as module objects (`MESSAGES_STORED`,
-`ACK_LATENCY`, `LOGINS`, `LOGIN_FAILURES`). What the process already counts — the router's
+`ACK_LATENCY` in im/features/chat.py, `LOGINS`, `LOGIN_FAILURES` in accounts, `HANDLER_SECONDS`
+in im/tcp/dispatch.py). What the process already counts — the router's
 sessions, the TCP server's `stats`, the pool's gauges — is read at scrape time by a collector,
 so the hot paths pay nothing for it. Each process has its own registry: with several gunicorn
 workers a scrape sees one worker; the TCP process holds every session.
@@ -24,9 +25,12 @@ STARTED = time.time()
 
 MESSAGES_STORED = Counter("im_messages_stored", "chat messages committed to the database",
                           ["kind"], registry=REGISTRY)  # kind: "chat" (1:1) or "group"
-ACK_LATENCY = Histogram("im_ack_latency_seconds", "from a request frame's dispatch to its answer",
-                        ["type"], registry=REGISTRY,
-                        buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
+ACK_LATENCY = Histogram("im_message_ack_latency_seconds",
+                        "IM_MESSAGE: from the frame's arrival to its ACK, after the commit",
+                        registry=REGISTRY, buckets=_BUCKETS)
+HANDLER_SECONDS = Histogram("im_handler_seconds", "time a TCP frame's handler ran, by msgtype",
+                            ["type"], registry=REGISTRY, buckets=_BUCKETS)
 LOGINS = Counter("im_logins", "successful logins", ["method"], registry=REGISTRY)
 LOGIN_FAILURES = Counter("im_login_failures", "failed password logins (TCP and HTTP)",
                          registry=REGISTRY)

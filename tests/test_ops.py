@@ -58,6 +58,7 @@ def test_health_readiness_and_metrics_count_logins(server, make_users, connect):
         server.client().login(jack, "wrong")
     client = connect(jack, res="android")
     client.heartbeat()
+    client.message(jack, "a note to myself")
     after = scrape(server.base_url)
 
     def grew(name: str, **labels) -> float:
@@ -69,7 +70,9 @@ def test_health_readiness_and_metrics_count_logins(server, make_users, connect):
     assert grew("im_connections_opened_total") >= 2
     assert grew("im_frames_total", direction="in", type="IM_HEARTBEAT") >= 1
     assert grew("im_frames_total", direction="out", type="IM_NOTIFY_KICK") == 0
-    assert grew("im_ack_latency_seconds_count", type="IM_LOGIN") >= 2
+    assert grew("im_handler_seconds_count", type="IM_LOGIN") >= 2
+    assert grew("im_messages_stored_total", kind="chat") >= 1
+    assert grew("im_message_ack_latency_seconds_count") >= 1
     assert after[("im_sessions", ())] >= 1 and after[("im_online_users", ())] >= 1
     assert after[("im_db_pool_size", ())] >= 1
 

@@ -12,6 +12,7 @@ them); its ACKs still leave in the order of its messages.
 """
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +21,7 @@ import gevent
 from gevent.event import AsyncResult, Event
 from gevent.lock import BoundedSemaphore
 
-from im import protocol, runtime
+from im import metrics, protocol, runtime
 from im.errors import ImError, Unavailable
 from im.features import membership
 from im.registry import tcp_handler
@@ -217,6 +218,9 @@ def _store(messages: list[Message]) -> None:
                     _store_direct(cur, direct, stamp)
                 if group:
                     _store_group(cur, group, stamp)
+            for m in messages:
+                if m.new and m.error is None:
+                    metrics.MESSAGES_STORED.labels("group" if m.kind == GROUP else "chat").inc()
             return
         except _LostRace:
             log.info("chat batch raced with another writer on a msgid, attempt %d", attempt + 1)
@@ -317,13 +321,14 @@ runtime.on_stop(lambda: _writer.drain(runtime.cfg.shutdown_timeout_s if runtime.
 @tcp_handler(protocol.IM_MESSAGE)
 def tcp_message(conn, body: dict) -> None:
     """Queue the message; its ACK is sent by the writer after the commit."""
+    started = time.perf_counter()
     message = parse(body, conn.uid, conn.res)
     window = conn.state.get("chat_window")
     if window is None:
         window = conn.state["chat_window"] = BoundedSemaphore(WINDOW)
     window.acquire()
     message.conn = conn
-    message.reply = lambda outcome: _reply_tcp(conn, window, message.msgid, outcome)
+    message.reply = lambda outcome: _reply_tcp(conn, window, message.msgid, outcome, started)
     try:
         _writer.submit(message)
     except ImError:
@@ -332,8 +337,9 @@ def tcp_message(conn, body: dict) -> None:
     return None
 
 
-def _reply_tcp(conn, window: BoundedSemaphore, msgid: str, outcome) -> None:
+def _reply_tcp(conn, window: BoundedSemaphore, msgid: str, outcome, started: float) -> None:
     window.release()
+    metrics.ACK_LATENCY.observe(time.perf_counter() - started)
     if isinstance(outcome, ImError):
         conn.error(protocol.IM_MESSAGE, msgid, outcome.code, outcome.text)
     else:
