@@ -12,7 +12,7 @@ from datetime import timedelta
 from im import metrics, protocol, runtime, validate
 from im.protocol import msgid_of
 from im.errors import ImError
-from im.passwords import dummy_hash, hash_password, verify_password
+from im.passwords import dummy_hash, hash_password, hash_passwords, verify_password
 from im.registry import LOGIN_HOOKS, on_event, tcp_handler
 from im.store import accounts as store
 from im.timefmt import fmt, now
@@ -103,7 +103,7 @@ def create_users(users: list) -> tuple[int, int]:
     with runtime.db.transaction() as cur:
         existing = store.existing_uids(cur, [c[0] for c in checked])
     todo = {c[0]: c for c in checked if c[0] not in existing}
-    hashes = {uid: hash_password(c[1], runtime.cfg.kdf_cost) for uid, c in todo.items()}
+    hashes = dict(zip(todo, hash_passwords([c[1] for c in todo.values()], runtime.cfg.kdf_cost)))
     created = 0
     with runtime.db.transaction() as cur:
         ver = store.bump_contacts_version(cur) if todo else 0
