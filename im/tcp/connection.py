@@ -31,7 +31,7 @@ class Connection:
         self.uid: str | None = None
         self.res: str = ""
         self.token_hash: bytes | None = None
-        self.presence: str | None = None  # `show` once the connection announced presence
+        self._presence: str | None = None
         self.login_failures = 0
         self.bad_frames = 0
         self.state: dict = {}  # per-feature state of this session
@@ -43,6 +43,17 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<Connection {self.uid or '-'}/{self.res or '-'} {self.addr}>"
+
+    @property
+    def presence(self) -> str | None:
+        """`show` once the connection announced presence; the router hears of every change."""
+        return self._presence
+
+    @presence.setter
+    def presence(self, show: str | None) -> None:
+        self._presence = show
+        if self.uid is not None:
+            self.server.router.presence_changed(self)
 
     # --- sending (any greenlet) ---------------------------------------------------------
     def send(self, msgtype: int, body: dict) -> bool:

@@ -3,8 +3,8 @@
 `Router` knows this process's logged-in connections. Events that other processes must see
 (kicks, cache invalidations, deliveries requested by HTTP workers) go through `emit`, which
 runs the registered handlers here and publishes the event to the other processes through a
-bridge: PostgreSQL LISTEN/NOTIFY on one node (im/tcp/router/pg.py). A cluster implementation
-on Redis keeps the same interface.
+bridge: PostgreSQL LISTEN/NOTIFY on one node (im/tcp/router/pg.py). In cluster mode the Redis
+router (im/tcp/router/redis.py) keeps the same interface across nodes.
 """
 
 import logging
@@ -67,6 +67,9 @@ class Router:
     def deliver_many(self, uids: Iterable[str], data: bytes, exclude=None) -> int:
         return sum(self.deliver(uid, data, exclude=exclude) for uid in uids)
 
+    def presence_changed(self, conn) -> None:
+        """`conn.presence` changed; a cluster router publishes it to the other nodes."""
+
     def counts(self) -> dict:
         return {"users": len(self.users),
                 "connections": sum(len(r) for r in self.users.values())}
@@ -92,7 +95,11 @@ class Router:
 
 
 def make_router(cfg, db, listen: bool) -> Router:
+    """The Redis router in cluster mode (`redis_url` set), else one node on PostgreSQL NOTIFY."""
     node_id = cfg.node_id or f"{socket.gethostname()}:{cfg.tcp_port}"
+    if cfg.redis_url:
+        from im.tcp.router.redis import RedisRouter
+        return RedisRouter(node_id, cfg.redis_url, listen=listen)
     from im.tcp.router.pg import PgBridge
     router = Router(node_id)
     router.bridge = PgBridge(db, node_id, router.handle, listen=listen)
