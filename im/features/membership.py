@@ -92,3 +92,12 @@ def _drop_group(event: dict) -> None:
     key = "g:" + str(event.get("gid", ""))
     _generation[key] += 1
     _members.pop(key, None)
+
+
+@on_event("resync")
+def _drop_all(event: dict) -> None:
+    """The router may have missed invalidations (a Redis outage in cluster mode)."""
+    for key in list(_friends) + list(_members):
+        _generation[key] += 1
+    _friends.clear()
+    _members.clear()

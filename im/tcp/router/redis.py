@@ -203,8 +203,6 @@ class RemoteConnection:
     def kick(self, reason: str) -> None:
         self.router.kick_remote(self.node, self.uid, self.res, reason)
 
-    close = kick
-
 
 class RedisRouter(Router):
     def __init__(self, node_id: str, redis_url: str, listen: bool):
