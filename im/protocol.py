@@ -61,9 +61,10 @@ class Frame:
 
 
 def msgid_of(body: dict) -> str:
-    """The frame's msgid if usable (a 1-50 char string), else "" (§6.4)."""
+    """The frame's msgid if usable (a 1-50 char string without NUL, which PostgreSQL cannot
+    store), else "" (§6.4)."""
     msgid = body.get("msgid")
-    if isinstance(msgid, str) and 0 < len(msgid) <= 50:
+    if isinstance(msgid, str) and 0 < len(msgid) <= 50 and "\x00" not in msgid:
         return msgid
     return ""
 

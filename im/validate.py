@@ -14,6 +14,7 @@ PHONE_RE = re.compile(r"^[0-9 +\-()]{0,30}$")
 INT_RE = re.compile(r"^-?[0-9]{1,18}$")
 ZIP_RE = re.compile(r"^[A-Za-z0-9]{0,10}$")
 RESERVED_UIDS = {"system"}
+BIGINT = (-2 ** 63, 2 ** 63 - 1)  # what PostgreSQL stores
 
 def string(params: dict, field: str, max_len: int, required: bool = True,
            min_len: int = 0, default: str = "") -> str:
@@ -27,6 +28,8 @@ def string(params: dict, field: str, max_len: int, required: bool = True,
     value = str(value)
     if len(value) > max_len:
         raise bad_request(field, f"longer than {max_len} characters")
+    if "\x00" in value:
+        raise bad_request(field, "must not contain NUL characters")
     if len(value) < min_len:
         raise bad_request(field, "required" if not value else f"shorter than {min_len} characters")
     return value
@@ -41,7 +44,7 @@ def integer(params: dict, field: str, default: int | None = None, lo: int | None
         return default
     if isinstance(value, str) and INT_RE.match(value.strip()):
         value = int(value)
-    elif isinstance(value, bool) or not isinstance(value, int):
+    elif isinstance(value, bool) or not isinstance(value, int) or not BIGINT[0] <= value <= BIGINT[1]:
         raise bad_request(field, "must be an integer")
     if lo is not None and value < lo or hi is not None and value > hi:
         raise bad_request(field, f"must be between {lo} and {hi}")
