@@ -89,12 +89,15 @@ def delete_dept(deptid: str):
 @bp.get("/online")
 @admin_required
 def online():
-    """Sessions of this process. An HTTP-only process (gunicorn) hosts none: it answers zeros
-    and no nodes, with `"sessions_here": false`."""
-    if runtime.tcp_server is None or runtime.router is None:
-        return json_response({"users": 0, "connections": 0, "nodes": {}, "sessions_here": False})
-    counts = runtime.router.counts()
-    return json_response({**counts, "nodes": {runtime.router.node_id: counts}, "sessions_here": True})
+    """Sessions of this process, and per node where the router knows them (cluster mode). An
+    HTTP-only process (gunicorn) hosts no sessions: `"sessions_here": false`, and without a
+    cluster router it knows no nodes."""
+    router, here = runtime.router, runtime.tcp_server is not None
+    counts = router.counts() if router is not None else {"users": 0, "connections": 0}
+    nodes = counts.pop("nodes", None)
+    if nodes is None:
+        nodes = {router.node_id: dict(counts)} if here else {}
+    return json_response({**counts, "nodes": nodes, "sessions_here": here})
 
 
 @bp.post("/broadcast")
