@@ -147,6 +147,9 @@ def load(path: str | None = None, env: dict | None = None, overrides: dict | Non
         raise ConfigError(f"config key 'log_level': bad value {cfg.log_level!r}")
     if bool(cfg.tls_cert) != bool(cfg.tls_key):
         raise ConfigError("config keys 'tls_cert' and 'tls_key' must be set together")
+    for key in ("tls_cert", "tls_key"):
+        if getattr(cfg, key) and not os.access(getattr(cfg, key), os.R_OK):
+            raise ConfigError(f"config key {key!r}: cannot read {getattr(cfg, key)}")
     try:
         from im import timefmt
         timefmt.set_timezone(cfg.timezone)

@@ -56,10 +56,23 @@ def run(cfg, with_http: bool, load_config: Callable[[], config.Config] | None = 
 def _start_http(cfg):
     from gevent.pywsgi import WSGIServer
 
+    from im.tcp.server import tls_context, tls_handshake
     from im.web import create_app
-    ssl = {"certfile": cfg.tls_cert, "keyfile": cfg.tls_key} if cfg.tls else {}
-    server = WSGIServer((cfg.http_host, cfg.http_port), create_app(cfg), log=None,
-                        error_log=logging.getLogger("im.http"), **ssl)
+
+    class HttpServer(WSGIServer):
+        """pywsgi, doing the TLS handshake itself: bounded in time, a failure logged in one line."""
+        tls = tls_context(cfg) if cfg.tls else None
+
+        def handle(self, sock, address):
+            if self.tls is not None:
+                sock = tls_handshake(self.tls, sock, address, cfg.login_timeout_s)
+                if sock is None:
+                    return
+                sock.settimeout(None)
+            super().handle(sock, address)
+
+    server = HttpServer((cfg.http_host, cfg.http_port), create_app(cfg), log=None,
+                        error_log=logging.getLogger("im.http"))
     server.start()
     return server
 

@@ -116,9 +116,13 @@ def test_types_in_the_file(tmp_path, line, key):
             config.load(path, env={})
 
 
-def test_tls_needs_both_files():
+def test_tls_needs_both_files_readable(tmp_path):
     with pytest.raises(ConfigError, match="tls_key"):
         config.load(env={"IM_TLS_CERT": "/x.pem"})
+    cert = tmp_path / "cert.pem"
+    cert.write_text("x")
+    with pytest.raises(ConfigError, match="tls_key.*absent.pem"):
+        config.load(env={"IM_TLS_CERT": str(cert), "IM_TLS_KEY": str(tmp_path / "absent.pem")})
 
 
 def test_describe_lists_every_key_with_its_doc():

@@ -7,12 +7,32 @@ import socket
 from collections import Counter
 
 import gevent
+from gevent import ssl
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from im.tcp.connection import Connection
 
 log = logging.getLogger("im.tcp")
+
+
+def tls_context(cfg) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+    return context
+
+
+def tls_handshake(context: ssl.SSLContext, sock, addr, timeout: float):
+    """The server side of a TLS handshake, within `timeout` (a silent client must not hold a
+    slot forever); None, with the socket closed, if it fails. The socket keeps the timeout."""
+    sock.settimeout(timeout)
+    try:
+        return context.wrap_socket(sock, server_side=True)
+    except OSError as err:  # ssl.SSLError and timeouts are OSErrors
+        log.info("TLS handshake failed addr=%s: %s", addr[0] if isinstance(addr, tuple) else addr,
+                 getattr(err, "reason", None) or type(err).__name__)
+        sock.close()
+        return None
 
 
 class TcpServer:
@@ -22,9 +42,9 @@ class TcpServer:
         self.stats: Counter = Counter()
         self.connections: set[Connection] = set()
         self.pool = Pool(cfg.max_connections)
-        ssl = {"certfile": cfg.tls_cert, "keyfile": cfg.tls_key} if cfg.tls else {}
+        self.tls = tls_context(cfg) if cfg.tls else None
         self.server = StreamServer((cfg.tcp_host, cfg.tcp_port), self._handle, spawn=self.pool,
-                                   backlog=4096, **ssl)
+                                   backlog=4096)
 
     @property
     def port(self) -> int:
@@ -40,6 +60,10 @@ class TcpServer:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+        if self.tls is not None:
+            sock = tls_handshake(self.tls, sock, addr, self.cfg.login_timeout_s)
+            if sock is None:
+                return
         conn = Connection(sock, addr, self)
         self.connections.add(conn)
         self.stats["connections_opened"] += 1
