@@ -125,6 +125,8 @@ def profile(params: dict) -> dict:
             value = ""
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             raise bad_request(field, "must be a string")
+        if "\x00" in str(value):
+            raise bad_request(field, "must not contain NUL characters")
         try:
             out[field] = check(str(value).strip())
         except ValueError as err:
