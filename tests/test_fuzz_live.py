@@ -107,6 +107,7 @@ class Target:
         self.watch = self._client(self.watchdog)
         self.client = self._client(self.fuzzer)
         self.token = self.server.http().login(self.fuzzer, PASSWORD)
+        self.gid = self.server.http(self.token).qid("QID_IM_SET_GROUP", gname="fuzz")["result"]
 
     def _client(self, uid: str) -> Client:
         client = self.server.client()
@@ -124,6 +125,7 @@ class Target:
         """A live token of the fuzzing user (a fuzzed password change may revoke it)."""
         if self.server.http(self.token).call("POST", "/api/QID_IM_GET_DEPT_VER", {})[0] == 401:
             self.token = self.server.http().login(self.fuzzer, PASSWORD)
+        self.gid = self.server.http(self.token).qid("QID_IM_SET_GROUP", gname="fuzz")["result"]
         return self.token
 
     def assert_alive(self) -> None:
@@ -234,6 +236,49 @@ def test_qid_parameters(target, name, params):
     status, body, _ = http.call("POST", f"/api/{name}", raw=as_json(params),
                                 headers={"Content-Type": "application/json"})
     assert_json_answer(status, body, name)
+
+
+def valid_params(target: Target) -> dict[str, dict]:
+    """For each QID, parameters that pass validation (so that each field is reached)."""
+    me, gid = target.fuzzer, target.gid
+    grp = '[{"gid":"1","n":"friends","w":0,"def":true}]'
+    return {
+        "QID_IM_SET_ROSTER_GRP": {"grp": grp}, "QID_IM_SET_ROSTER_SIGN": {"sign": "s"},
+        "QID_IM_SET_ROSTER_AVATAR": {"avatar": "a"},
+        "QID_IM_SET_USER_PWD": {"old_pwd": "wrong", "new_pwd": "x"},
+        "QID_IM_SET_ROSTER_FRD_GID": {"fid": target.friend, "gid": "1"},
+        "QID_IM_SET_ROSTER_FRD_NAME": {"fid": target.friend, "name": "n"},
+        "QID_IM_GET_USER_INFO": {"uname": target.friend},
+        "QID_IM_SET_USER_INFO": {"uname": me, "sex": "1", "age": "30", "birthday": "2000-01-01",
+                                 "telephone": "1", "cellphone": "2", "email": "a@b",
+                                 "address": "a", "zipcode": "1", "position": "p"},
+        "QID_IM_GET_OFFLINE_MSG": {"limit": "10", "after_seq": "0"},
+        "QID_IM_RECIVE_OFFLINE_MSG": {"seq": "0"},
+        "QID_IM_GET_ROSTER_MSG_HISTORY": {"msgto": target.friend, "days": "1", "before_seq": "9",
+                                          "limit": "5"},
+        "QID_IM_GET_GROUP_OFFLINE_MSG": {"gid": gid, "limit": "5"},
+        "QID_IM_RECIVE_GROUP_OFFLINE_MSG": {"gid": gid, "seq": "0"},
+        "QID_IM_GET_GROUP_MSG_HISTORY": {"gid": gid, "days": "1", "before_seq": "9", "limit": "5"},
+        "QID_IM_SET_GROUP": {"gname": "g", "type": "1", "exit": "1"},
+        "QID_IM_GET_GROUP_PEER_LIST": {"gid": gid, "offset": "0", "limit": "5"},
+        "QID_IM_GET_CONTACTS_LIST": {"ver": "0", "limit": "5"},
+    }
+
+
+WRONG = [None, True, -1, 2**63, 2**64 + 1, -2**70, 1.5, "", "\x00", "a\x00b", "x" * 5000, "9" * 30,
+         "-", [], {}, [[[]]], {"a": {}}]
+
+
+def test_every_parameter_of_every_qid_with_every_wrong_value(target):
+    """Not random: with the other parameters valid, each parameter of each QID gets each kind
+    of wrong value."""
+    http = target.server.http(target.http_token())
+    for name, params in valid_params(target).items():
+        for field in params:
+            for value in WRONG:
+                status, body, _ = http.call("POST", f"/api/{name}", {**params, field: value})
+                assert_json_answer(status, body, f"{name} {field}={value!r:.40}")
+    target.assert_alive()
 
 
 @fuzz(60)
