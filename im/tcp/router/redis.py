@@ -10,8 +10,9 @@ cross-process events), `im:n:<node>` (frames and kicks for that node's connectio
 
 Every process keeps a mirror of the other nodes' entries, so looking up a recipient never costs a
 Redis round trip and local deliveries never touch Redis. Frames for remote connections, registry
-updates and events go through one ordered queue, flushed once per event-loop turn in one pipeline,
-with the frames for one node in one publish. Registry updates are Lua scripts that compare the
+updates and events go through one ordered queue, flushed once per event-loop turn in one pipeline
+on a dedicated connection (raw RESP: redis-py's per-command overhead would dominate the cost of a
+cross-node message), with the frames for one node in one publish. Registry updates are Lua scripts that compare the
 owning node, so a stale node can never remove or overwrite a newer login's entry.
 
 Event handlers (`registry.on_event`) run in every process and act on that process's own sessions:
@@ -25,6 +26,7 @@ node re-registers its sessions and reloads its mirror; features drop their cache
 """
 
 import contextvars
+import hashlib
 import logging
 import os
 import secrets
@@ -215,16 +217,16 @@ class RedisRouter(Router):
         self.redis = redis.Redis.from_url(redis_url, socket_timeout=5, **options)
         self.sub_redis = redis.Redis.from_url(redis_url, socket_timeout=None,
                                               socket_keepalive=True, **options)
-        self.scripts = {name: self.redis.register_script(text) for name, text in
+        self.scripts = {name: (text, hashlib.sha1(text.encode()).hexdigest()) for name, text in
                         (("set", SET_ENTRY), ("del", DEL_ENTRY), ("reap", REAP))}
+        self.conn = self.redis.connection_pool.make_connection()  # the flusher's own
         self.remote: dict[str, dict[str, tuple[str, str]]] = {}  # uid → res → (node, show)
         self.up = False
         self.ready = Event()  # the mirror has been loaded once
-        self._queue: list = []  # ordered commands: (kind, callable(pipe), on_result | None)
+        self._queue: list = []  # ordered: (kind, callable → command args, on_result | None)
         self._open: dict[str, FrameBatch] = {}  # node → batch still accepting frames
         self._pending_events: deque = deque(maxlen=MAX_PENDING_EVENTS)
         self._wake = Event()
-        self._pubsub = None
         self._greenlets: list = []
         if not monkey.is_module_patched("socket"):
             self.up = True  # a one-shot command (`im user ...`): it only publishes, at close
@@ -283,9 +285,8 @@ class RedisRouter(Router):
         resources = self.users.get(conn.uid)
         if resources is not None and resources.get(conn.res) is conn:
             super().detach(conn)
-            self._command(lambda pipe: self.scripts["del"](
-                keys=[_user_key(conn.uid), f"im:nu:{self.node_id}"],
-                args=[conn.uid, conn.res, self.node_id], client=pipe))
+            self._command(lambda: self._script("del", [_user_key(conn.uid), f"im:nu:{self.node_id}"],
+                                               conn.uid, conn.res, self.node_id))
 
     def presence_changed(self, conn) -> None:
         if self.users.get(conn.uid, {}).get(conn.res) is conn:
@@ -293,13 +294,16 @@ class RedisRouter(Router):
 
     def _queue_entry(self, mode: str, conn, on_result=None) -> None:
         uid, res, show = conn.uid, conn.res, conn.presence or ""
-        self._command(lambda pipe: self.scripts["set"](
-            keys=[_user_key(uid), f"im:nu:{self.node_id}"],
-            args=[uid, res, self.node_id, show, mode], client=pipe), on_result)
+        self._command(lambda: self._script("set", [_user_key(uid), f"im:nu:{self.node_id}"],
+                                           uid, res, self.node_id, show, mode), on_result)
+
+    def _script(self, name: str, keys: list, *args) -> tuple:
+        return ("EVALSHA", self.scripts[name][1], len(keys), *keys, *args)
 
     # --- outgoing: one ordered queue, one pipeline per event-loop turn ------------------
-    def _command(self, fn, on_result=None, kind: str = "registry") -> None:
-        self._queue.append((kind, fn, on_result))
+    def _command(self, make, on_result=None, kind: str = "registry") -> None:
+        """Queue one Redis command; `make()` builds its arguments at flush time."""
+        self._queue.append((kind, make, on_result))
         self._open.clear()  # later frames must not overtake this command
         self._wake.set()
 
@@ -311,14 +315,14 @@ class RedisRouter(Router):
         if batch is None or batch.data is not data:
             batch = self._open[node] = FrameBatch(data)
             channel = node_channel(node)
-            self._queue.append(("frames", lambda pipe: pipe.publish(channel, batch.pack()), None))
+            self._queue.append(("frames", lambda: ("PUBLISH", channel, batch.pack()), None))
             self._wake.set()
         batch.add(uid, res)
         return True
 
     def kick_remote(self, node: str, uid: str, res: str, reason: str) -> None:
         message, channel = pack_kick(uid, res, reason), node_channel(node)
-        self._command(lambda pipe: pipe.publish(channel, message), kind="kick")
+        self._command(lambda: ("PUBLISH", channel, message), kind="kick")
 
     def _flush_loop(self) -> None:
         while True:
@@ -338,11 +342,8 @@ class RedisRouter(Router):
             self._pending_events.clear()
         if not queue:
             return
-        pipe = self.redis.pipeline(transaction=False)
-        for _, fn, _ in queue:
-            fn(pipe)
         try:
-            results = pipe.execute(raise_on_error=False)
+            results = self._execute([make() for _, make, _ in queue])
         except (redis.RedisError, OSError) as err:
             self._pending_events.extend(c for c in queue if c[0] == "event")
             self._lost(err)
@@ -353,12 +354,28 @@ class RedisRouter(Router):
             elif on_result is not None:
                 on_result(result)
 
+    def _execute(self, commands: list[tuple]) -> list:
+        """Send the commands in one write and read every reply (an error reply is returned)."""
+        conn = self.conn
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+            results = []
+            for _ in commands:
+                try:
+                    results.append(conn.read_response())
+                except redis.ResponseError as err:
+                    results.append(err)
+            return results
+        except BaseException:
+            conn.disconnect()
+            raise
+
     # --- cross-process events -----------------------------------------------------------
     def emit(self, op: str, **payload) -> None:
         event = {"op": op, **payload}
         self.handle(event)
         message = orjson.dumps({**event, "_origin": self.node_id})
-        self._command(lambda pipe: pipe.publish(EVENTS, message), kind="event")
+        self._command(lambda: ("PUBLISH", EVENTS, message), kind="event")
 
     def handle(self, event: dict) -> None:
         """Run the event's handlers on this process's own sessions."""
@@ -373,7 +390,6 @@ class RedisRouter(Router):
         delay = 0.2
         while True:
             pubsub = self.sub_redis.pubsub()
-            self._pubsub = pubsub
             try:
                 self._subscribe(pubsub)
                 self._connected()
@@ -382,7 +398,9 @@ class RedisRouter(Router):
             except gevent.GreenletExit:
                 pubsub.close()
                 raise
-            except (redis.RedisError, OSError) as err:
+            except Exception as err:  # whatever broke, start over: reconnect and resync
+                if not isinstance(err, (redis.RedisError, OSError)):
+                    log.exception("redis subscription failed")
                 self._lost(err)
             pubsub.close()
             gevent.sleep(delay)
@@ -403,10 +421,11 @@ class RedisRouter(Router):
             confirmed += message["type"] == "subscribe"
 
     def _listen(self, pubsub) -> None:
-        """Handle messages; an idle link is pinged, and one silent for long counts as lost."""
+        """Handle messages until Redis is lost (here or by another greenlet); an idle link is
+        pinged, and one silent for long counts as lost."""
         last_seen = time.monotonic()
-        while True:
-            message = pubsub.get_message(timeout=HEARTBEAT_S * 2)
+        while self.up:
+            message = pubsub.get_message(timeout=HEARTBEAT_S)
             now = time.monotonic()
             if message is not None:
                 last_seen = now
@@ -420,6 +439,8 @@ class RedisRouter(Router):
     def _connected(self) -> None:
         """(Re)subscribed: reload the mirror, re-register this node's sessions, resume."""
         first = not self.ready.is_set()
+        for text, _ in self.scripts.values():
+            self.redis.script_load(text)
         self._load_mirror()
         self._queue = [c for c in self._queue if c[0] == "event"]
         self._open.clear()
@@ -435,10 +456,7 @@ class RedisRouter(Router):
     def _lost(self, err: Exception) -> None:
         if self.up:
             log.warning("redis unreachable, cross-node delivery paused: %s", err)
-        self.up = False
-        pubsub = self._pubsub
-        if pubsub is not None and pubsub.connection is not None:
-            pubsub.connection.disconnect()  # the subscriber reconnects and resyncs
+        self.up = False  # the subscriber notices within HEARTBEAT_S, reconnects and resyncs
 
     def _load_mirror(self) -> None:
         mirror: dict[str, dict[str, tuple[str, str]]] = {}
@@ -515,19 +533,21 @@ class RedisRouter(Router):
                     conn.kick(reason)
 
     # --- liveness: heartbeat, reaping dead nodes, re-registering after an outage --------
-    def _beat(self, pipe) -> None:
-        pipe.set(f"im:node:{self.node_id}", b"1", ex=NODE_TTL_S)
+    def _beat(self) -> tuple:
+        return ("SET", f"im:node:{self.node_id}", b"1", "EX", NODE_TTL_S)
 
-    def _join(self, pipe) -> None:
-        pipe.sadd(NODES, self.node_id)
+    def _join(self) -> tuple:
+        return ("SADD", NODES, self.node_id)
 
-    def _reap_self(self, pipe) -> None:
-        self.scripts["reap"](keys=[f"im:node:{self.node_id}", f"im:nu:{self.node_id}", NODES],
-                             args=[self.node_id, "1"], client=pipe)
+    def _reap(self, node: str, quiet: bool) -> tuple:
+        return self._script("reap", [f"im:node:{node}", f"im:nu:{node}", NODES],
+                            node, "1" if quiet else "0")
+
+    def _reap_self(self) -> tuple:
+        return self._reap(self.node_id, quiet=True)
 
     def _reassert(self) -> None:
-        """Queue: heartbeat, drop this node's stale entries, claim every local session again.
-        (A queued command adds exactly one command to the pipeline: results pair by position.)"""
+        """Queue: heartbeat, drop this node's stale entries, claim every local session again."""
         self._command(self._beat)
         self._command(self._join)
         self._command(self._reap_self)
@@ -541,13 +561,11 @@ class RedisRouter(Router):
                 continue
             try:
                 pipe = self.redis.pipeline(transaction=False)
-                self._beat(pipe)
-                self._join(pipe)
-                pipe.smembers(NODES)
+                for command in (self._beat(), self._join(), ("SMEMBERS", NODES)):
+                    pipe.execute_command(*command)
                 nodes = pipe.execute()[-1]
                 for node in {n.decode() for n in nodes} - {self.node_id}:
-                    self.scripts["reap"](keys=[f"im:node:{node}", f"im:nu:{node}", NODES],
-                                         args=[node, "0"])
+                    self.redis.execute_command(*self._reap(node, quiet=False))
             except (redis.RedisError, OSError) as err:
                 self._lost(err)
 
@@ -557,8 +575,9 @@ class RedisRouter(Router):
             greenlet.kill(block=False)
         if self.up and self.listen:
             self._command(self._reap_self)
-            self._command(lambda pipe: pipe.delete(f"im:node:{self.node_id}"))
-            self._command(lambda pipe: pipe.srem(NODES, self.node_id))
+            self._command(lambda: ("DEL", f"im:node:{self.node_id}"))
+            self._command(lambda: ("SREM", NODES, self.node_id))
         self.flush()
+        self.conn.disconnect()
         self.redis.close()
         self.sub_redis.close()
