@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 log = logging.getLogger("im.embedded")
+logging.getLogger("pgserver").setLevel(logging.WARNING)  # it logs every command line at INFO
 
 
 class EmbeddedPostgres:
