@@ -304,3 +304,33 @@ def test_connection_closes_after_three_refusals_of_any_kind(make_server, make_us
     assert [b["code"] for _, b in client.wait_closed(timeout=5)] == ["rate_limited"]
     with pytest.raises(ConnectionClosed):
         client.heartbeat()
+
+
+# --- order and capacity ----------------------------------------------------------------------
+
+def test_frames_are_handled_in_the_order_they_arrive(server, make_users):
+    jack, = make_users(1)
+    client = server.client()
+    client.send_bytes(b"".join([
+        protocol.encode(protocol.IM_LOGIN, {"msgid": "1", "uid": jack, "pwd": PW, "res": "pc"}),
+        protocol.encode(protocol.IM_HEARTBEAT, {}),
+        protocol.encode(0x7777, {"msgid": "2"}),
+        raw(protocol.IM_PRESENCE, b"{"),
+        protocol.encode(protocol.IM_LOGOUT, {"msgid": "3"}),
+    ]))
+    frames = client.wait_closed(timeout=5)
+    assert [(mt, b.get("msgid"), b.get("code")) for mt, b in frames] == [
+        (ACK, "1", None), (protocol.IM_HEARTBEAT, None, None), (ACK, "2", "unknown_type"),
+        (ACK, "", "bad_request"), (ACK, "3", None)]
+
+
+def test_max_connections_holds_newcomers_until_a_slot_frees(make_server):
+    srv = make_server(max_connections=2)
+    first, second = srv.client(), srv.client()
+    assert first.heartbeat() and second.heartbeat()
+    third = srv.client()  # the kernel accepts it; the server does not serve it yet
+    third.send(protocol.IM_HEARTBEAT, {})
+    third.assert_silent(0.5)
+    first.close()
+    assert third.wait(protocol.IM_HEARTBEAT)[1]["time"]
+    assert second.heartbeat()
