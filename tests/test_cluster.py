@@ -227,6 +227,16 @@ def test_the_im_command_kicks_through_redis(cluster):
     assert (KICK, {"reason": "disabled"}) in jack_b.wait_closed()
 
 
+def test_admin_broadcast_reaches_users_on_every_node(cluster):
+    jack, rose = cluster.users(2)
+    jack_a, rose_b = cluster.connect(jack, cluster.a), cluster.connect(rose, cluster.b)
+    result = cluster.a.admin().admin("POST", "/broadcast", {"to": [jack, rose], "body": "drill"})
+    assert (result["stored"], result["delivered"]) == (2, 2)
+    for conn in (jack_a, rose_b):
+        _, got = conn.wait(MESSAGE, **{"from": "system"})
+        assert got["body"] == "drill"
+
+
 @pytest.mark.skip(reason="GET /admin/online (im/web/admin.py) reports only its own node; in "
                          "cluster mode it should show router.counts()['nodes']")
 def test_admin_online_counts_every_node(cluster):
