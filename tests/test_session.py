@@ -290,8 +290,10 @@ def test_failed_login_limits_per_uid_and_address(make_server, make_users):
     for uid in (rose, tom):
         assert login_fails(srv.client(), uid, PW) == "rate_limited"
     assert srv.client().login(tom, token=tom_token)
+    assert login_fails(srv.client(), tom, token="forged-" + tom_token) == "auth_failed"
+    assert srv.http("forged").call("POST", "/api/QID_IM_GET_GROUP_LIST", {})[0] == 401
     rows = srv.sql("SELECT count(*) FROM im_login_failure")
-    assert rows == [(5,)]  # refused attempts are not counted as failures
+    assert rows == [(5,)]  # neither refusals nor bad tokens count as failed password logins
 
 
 def test_connection_closes_after_three_refusals_of_any_kind(make_server, make_users):
