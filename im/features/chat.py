@@ -25,6 +25,7 @@ from im import metrics, protocol, runtime
 from im.errors import ImError, Unavailable
 from im.features import membership
 from im.registry import tcp_handler
+from im.store import accounts as accounts_store
 from im.store import chat as store
 from im.timefmt import fmt, now
 
@@ -36,6 +37,7 @@ MAX_ATTEMPTS = 3        # a batch that lost a race on a (sender, msgid) is writt
 MAX_RES = 100
 MAX_SEND_TIME = 30
 DIRECT, GROUP = "0", "1"
+ACK_TYPE = str(protocol.IM_MESSAGE)
 
 Reply = Callable[[object], None]  # called with (seq, time, delivered) or an ImError
 
@@ -98,7 +100,7 @@ class Message:
     # set by the writer
     seq: int = 0         # from_seq (1:1) or the group's number
     to_seq: int = 0
-    time: datetime | None = None
+    time: str = ""       # the stored time, as on the wire
     new: bool = False
     error: ImError | None = None
 
@@ -204,7 +206,7 @@ def _write(batch: list[Message]) -> None:
             m.reply(leader.error)
             continue
         delivered = _deliver(m) if m is leader and m.new else 0
-        m.reply((leader.seq, fmt(leader.time), delivered))
+        m.reply((leader.seq, leader.time, delivered))
 
 
 def _store(messages: list[Message]) -> None:
@@ -214,20 +216,19 @@ def _store(messages: list[Message]) -> None:
         stamp = now()
         try:
             with runtime.db.transaction() as cur:
-                if direct:
-                    _store_direct(cur, direct, stamp)
-                if group:
-                    _store_group(cur, group, stamp)
-            for m in messages:
-                if m.new and m.error is None:
-                    metrics.MESSAGES_STORED.labels("group" if m.kind == GROUP else "chat").inc()
+                stored_direct = _store_direct(cur, direct, stamp) if direct else 0
+                stored_group = _store_group(cur, group, stamp) if group else 0
+            metrics.MESSAGES_STORED.labels("chat").inc(stored_direct)
+            metrics.MESSAGES_STORED.labels("group").inc(stored_group)
             return
         except _LostRace:
             log.info("chat batch raced with another writer on a msgid, attempt %d", attempt + 1)
     raise ImError("unavailable", "could not store the messages, retry")
 
 
-def _store_direct(cur, messages: list[Message], stamp: datetime) -> None:
+def _store_direct(cur, messages: list[Message], stamp: datetime) -> int:
+    """Take positions for and insert the new ones of `messages`; returns how many."""
+    stamp_text = fmt(stamp)
     last = store.lock_mailboxes(cur, list({m.sender for m in messages} | {m.to for m in messages}))
     existing = store.existing_messages(cur, [(m.sender, m.msgid) for m in messages])
     given: dict[str, int] = {}
@@ -236,14 +237,14 @@ def _store_direct(cur, messages: list[Message], stamp: datetime) -> None:
         m.error = None
         found = existing.get((m.sender, m.msgid))
         if found is not None:
-            (m.seq, m.time), m.new = found, False
+            m.seq, m.time, m.new = found[0], fmt(found[1]), False
             continue
         last[m.sender] += 1
         m.seq = m.to_seq = last[m.sender]
         if m.to != m.sender:
             last[m.to] += 1
             m.to_seq = last[m.to]
-        m.time, m.new = stamp, True
+        m.time, m.new = stamp_text, True
         given[m.sender] = m.seq  # the sender is given from_seq by the ACK
         if _reachable(m.to, m.to_res):
             given[m.to] = max(given.get(m.to, 0), m.to_seq)
@@ -253,9 +254,12 @@ def _store_direct(cur, messages: list[Message], stamp: datetime) -> None:
         if store.insert_messages(cur, rows, stamp) != len(rows):
             raise _LostRace()
         store.update_mailboxes(cur, last, given)
+    return len(rows)
 
 
-def _store_group(cur, messages: list[Message], stamp: datetime) -> None:
+def _store_group(cur, messages: list[Message], stamp: datetime) -> int:
+    """Take positions for and insert the new ones of `messages`; returns how many."""
+    stamp_text = fmt(stamp)
     last = store.lock_groups(cur, list({m.to for m in messages}))
     existing = store.existing_group_messages(cur, [(m.sender, m.msgid) for m in messages])
     touched: dict[str, int] = {}
@@ -264,13 +268,13 @@ def _store_group(cur, messages: list[Message], stamp: datetime) -> None:
         m.error, m.new = None, False
         found = existing.get((m.sender, m.msgid))
         if found is not None:
-            m.seq, m.time = found
+            m.seq, m.time = found[0], fmt(found[1])
             continue
         if m.to not in last:
             m.error = ImError("no_such_group", f"no group {m.to}")
             continue
         last[m.to] += 1
-        m.seq, m.time, m.new = last[m.to], stamp, True
+        m.seq, m.time, m.new = last[m.to], stamp_text, True
         touched[m.to] = m.seq
         rows.append((m.msgid, m.body, m.sender, m.to, m.send_time, m.sender_res, m.seq))
     if rows:
@@ -281,6 +285,7 @@ def _store_group(cur, messages: list[Message], stamp: datetime) -> None:
                  for uid in membership.members(gid) or () if runtime.router.is_online(uid)]
         if given:
             store.advance_group_given(cur, given)
+    return len(rows)
 
 
 def _reachable(uid: str, res: str) -> bool:
@@ -294,7 +299,7 @@ def _reachable(uid: str, res: str) -> bool:
 
 def _frame_body(m: Message, seq: int) -> dict:
     return {"msgid": m.msgid, "from": m.sender, "from_res": m.sender_res, "to": m.to,
-            "to_res": m.to_res, "time": fmt(m.time), "type": m.kind, "body": m.body, "seq": seq}
+            "to_res": m.to_res, "time": m.time, "type": m.kind, "body": m.body, "seq": seq}
 
 
 def _deliver(m: Message) -> int:
@@ -304,12 +309,20 @@ def _deliver(m: Message) -> int:
         members = membership.members(m.to) or ()
         frame = protocol.encode(protocol.IM_MESSAGE, _frame_body(m, m.seq))
         return router.deliver_many(members, frame, exclude=m.conn)
-    frame = protocol.encode(protocol.IM_MESSAGE, _frame_body(m, m.to_seq))
-    reached = router.deliver(m.to, frame, res=m.to_res or None, exclude=m.conn)
-    if m.to != m.sender:
+    reached = 0
+    if router.is_online(m.to):
+        frame = protocol.encode(protocol.IM_MESSAGE, _frame_body(m, m.to_seq))
+        reached = router.deliver(m.to, frame, res=m.to_res or None, exclude=m.conn)
+    if m.to != m.sender and _has_others(m.sender, m.conn):
         carbon = protocol.encode(protocol.IM_NOTIFY_MESSAGE, _frame_body(m, m.seq))
         router.deliver(m.sender, carbon, exclude=m.conn)
     return reached
+
+
+def _has_others(uid: str, conn) -> bool:
+    """Has uid a logged-in connection besides `conn`?"""
+    return runtime.router.is_online(uid) and (conn is None or any(
+        c is not conn for c in runtime.router.connections(uid)))
 
 
 _writer = Batcher("chat", _write, MAX_BATCH)
@@ -343,7 +356,8 @@ def _reply_tcp(conn, window: BoundedSemaphore, msgid: str, outcome, started: flo
     if isinstance(outcome, ImError):
         conn.error(protocol.IM_MESSAGE, msgid, outcome.code, outcome.text)
     else:
-        conn.ack(protocol.IM_MESSAGE, msgid, time=outcome[1], seq=outcome[0])
+        conn.send(protocol.IM_MESSAGE_ACK, {"type": ACK_TYPE, "msgid": msgid,
+                                            "time": outcome[1], "seq": outcome[0]})
 
 
 def send_many(sender: str, sender_res: str, body: str,
@@ -354,17 +368,17 @@ def send_many(sender: str, sender_res: str, body: str,
     number of the recipient's connections reached) or the ImError (no_such_user,
     body_too_long, unavailable, ...). Idempotent per (sender, msgid) like IM_MESSAGE."""
     text = _body(body)
+    with runtime.db.transaction() as cur:
+        known = accounts_store.existing_uids(cur, [to for to, _ in targets])
     waits: list[AsyncResult | ImError] = []
     for to, msgid in targets:
-        try:
-            if not membership.user_exists(to):
-                raise ImError("no_such_user", f"no user {to}")
-            done = AsyncResult()
-            _writer.submit(Message(DIRECT, sender, sender_res, to, "", text, msgid, None, None,
-                                   done.set))
-            waits.append(done)
-        except ImError as err:
-            waits.append(err)
+        if to not in known:
+            waits.append(ImError("no_such_user", f"no user {to}"))
+            continue
+        done = AsyncResult()
+        _writer.submit(Message(DIRECT, sender, sender_res, to, "", text, msgid, None, None,
+                               done.set))
+        waits.append(done)
     return [w if isinstance(w, ImError) else w.get() for w in waits]
 
 
