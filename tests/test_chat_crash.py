@@ -70,6 +70,26 @@ def test_acked_messages_survive_sigkill(make_server, make_users, connect):
     assert_gapless_mailbox(srv, rose)
 
 
+def test_sigterm_flushes_what_is_queued(make_server, make_users, connect):
+    srv = make_server()
+    *senders, rose = make_users(SENDERS + 1, srv=srv)
+    streams = [Sender(connect(uid, srv=srv), rose) for uid in senders]
+    for s in streams:
+        s.start()
+    deadline = time.monotonic() + 20
+    while sum(len(s.acked) for s in streams) < 100 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert srv.stop() == 0
+    for s in streams:
+        s.join(10)
+    srv.start()
+    for uid, s in zip(senders, streams):
+        rows = dict(srv.sql("SELECT msgid, from_seq FROM tp_im_message WHERE msgfrom = %s", (uid,)))
+        assert all(rows.get(msgid) == ack["seq"] for msgid, ack in s.acked.items())
+        assert sorted(rows.values()) == list(range(1, len(rows) + 1))
+    assert_gapless_mailbox(srv, rose)
+
+
 def assert_gapless_mailbox(srv, uid: str) -> None:
     seqs = [r[0] for r in srv.sql("SELECT to_seq FROM tp_im_message WHERE msgto = %s ORDER BY to_seq", (uid,))]
     assert seqs == list(range(1, len(seqs) + 1))
