@@ -8,7 +8,8 @@ commit order even with several writer processes. A retry with a known (sender, m
 original's ACK and is neither stored nor delivered again.
 
 A connection keeps reading frames while its messages wait for their batch (up to WINDOW of
-them); its ACKs still leave in the order of its messages.
+them); its success ACKs still leave in the order of its messages (an error ACK for a frame
+refused before queueing may overtake them).
 """
 
 import logging
@@ -205,7 +206,7 @@ def _write(batch: list[Message]) -> None:
         if leader.error is not None:
             m.reply(leader.error)
             continue
-        delivered = _deliver(m) if m is leader and m.new else 0
+        delivered = _deliver_safely(m) if m is leader and m.new else 0
         m.reply((leader.seq, leader.time, delivered))
 
 
@@ -289,7 +290,7 @@ def _store_group(cur, messages: list[Message], stamp: datetime) -> int:
 
 
 def _reachable(uid: str, res: str) -> bool:
-    """Will a delivery to uid (only `res` if given) reach a connection of this process?"""
+    """Will a delivery to uid (only `res` if given) reach a logged-in connection?"""
     if not res:
         return runtime.router.is_online(uid)
     return any(c.res == res for c in runtime.router.connections(uid))
@@ -300,6 +301,15 @@ def _reachable(uid: str, res: str) -> bool:
 def _frame_body(m: Message, seq: int) -> dict:
     return {"msgid": m.msgid, "from": m.sender, "from_res": m.sender_res, "to": m.to,
             "to_res": m.to_res, "time": m.time, "type": m.kind, "body": m.body, "seq": seq}
+
+
+def _deliver_safely(m: Message) -> int:
+    """Deliver, but never keep the message's sender from its ACK: the message is stored."""
+    try:
+        return _deliver(m)
+    except Exception:
+        log.exception("delivery of a stored message failed")
+        return 0
 
 
 def _deliver(m: Message) -> int:
