@@ -120,7 +120,8 @@ ACTIONS = {"online": _online, "update": _state, "state": _state,
 
 @tcp_handler(protocol.IM_PRESENCE)
 def presence(conn, body: dict) -> dict | None:
-    action = ACTIONS.get(body.get("type"))
+    kind = body.get("type")
+    action = ACTIONS.get(kind) if isinstance(kind, str) else None
     if action is None:
         raise bad_request("type", f"must be one of {', '.join(ACTIONS)}")
     action(conn, body)
