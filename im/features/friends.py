@@ -36,8 +36,8 @@ def _msgid(body: dict) -> str:
 
 def _uid(body: dict, field: str = "to") -> str:
     value = body.get(field)
-    if not isinstance(value, str) or not value:
-        raise bad_request(field, "required")
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise bad_request(field, "required, without NUL characters")
     return value
 
 
