@@ -193,8 +193,8 @@ def test_every_field_of_every_frame_with_every_wrong_type(target, msgtype, field
     """Not random: each field of each frame type gets each kind of wrong value once."""
     client = target.session()
     wrong = [None, True, -1, 2**64, 1.5, "", "\x00", "x" * 5000, [], {}, [[[]]], {"a": {}}]
-    data = b"".join(frame(msgtype, as_json({"msgid": "m", field: value, "to": target.friend,
-                                              "type": "0"} if field != "msgid" else {field: value}))
+    data = b"".join(frame(msgtype, as_json({"msgid": "m", "to": target.friend, "type": "0",
+                                              field: value}))
                     for value in wrong)
     check_answers(exchange(client, data))
     target.assert_alive()
