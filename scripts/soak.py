@@ -25,6 +25,7 @@ import base64  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import urllib.parse  # noqa: E402
@@ -66,7 +67,15 @@ class User:
 
     def read(self, seconds: float) -> None:
         """Think for a while, reading (and receipting) whatever arrives."""
-        for msgtype, body in self.client.drain(seconds):
+        client, until = self.client, time.monotonic() + seconds
+        frames = list(client.backlog)
+        client.backlog.clear()
+        while (left := until - time.monotonic()) > 0:
+            try:
+                frames.append(client.recv(left))
+            except TimeoutError:
+                break
+        for msgtype, body in frames:
             if msgtype == MSG and body.get("type") == "0":
                 self.seen.add((body["from"], body["msgid"]))
                 self.client.send(ACK, {"type": MSG, "msgid": body["msgid"], "from": body["from"]})
@@ -178,6 +187,7 @@ class Soak:
         started = time.monotonic()
         deadline = started + self.args.duration
         users = [User(self, uid) for uid in self.uids]
+        baseline = self.sample(started)
         greenlets = []
         for user in users:  # ramp up over a few seconds rather than all at once
             greenlets.append(gevent.spawn(user.run, deadline, self.args.think))
@@ -185,18 +195,22 @@ class Soak:
         while not all(g.dead for g in greenlets):
             self.sample(started)
             gevent.joinall(greenlets, timeout=self.args.sample_every)
-        self.sample(started)
+        gevent.sleep(2)  # let the server notice the last disconnections
+        end = self.sample(started)
         violations = self.check(users)
         summary = {"users": self.args.users, "duration_s": self.args.duration,
                    "counts": dict(sorted(self.counts.items())), "violations": violations,
                    "rss_mb": self._trend("rss_mb"), "fds": self._trend("fds"),
+                   "idle_before": baseline, "idle_after": end,
                    "server_alive": self.server.proc.poll() is None}
         print(json.dumps(summary, indent=1))
         return 1 if violations or not summary["server_alive"] else 0
 
     def _trend(self, key: str) -> dict:
-        """First, max and last value, and the mean of the first and last quarters after ramp-up."""
-        values = [s[key] for s in self.samples if s["t"] >= self.args.ramp] or [s[key] for s in self.samples]
+        """While users are active after the ramp-up: first, max and last value, and the means of
+        the first and last quarters."""
+        active = [s[key] for s in self.samples if self.args.ramp <= s["t"] <= self.args.duration]
+        values = active or [s[key] for s in self.samples]
         quarter = max(1, len(values) // 4)
         return {"first": values[0], "max": max(values), "last": values[-1],
                 "first_quarter_mean": round(sum(values[:quarter]) / quarter, 1),
@@ -240,6 +254,7 @@ def main() -> int:
     p.add_argument("--sample-every", type=float, default=10.0)
     p.add_argument("--database-url", default="", help="default: an embedded PostgreSQL of its own")
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # still stop the server and database
     soak = Soak(args)
     try:
         return soak.run()
