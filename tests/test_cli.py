@@ -5,6 +5,9 @@ import os
 import secrets
 import subprocess
 import sys
+from pathlib import Path
+
+from support import ImServer
 
 PW = "pw"
 
@@ -88,3 +91,19 @@ def test_unknown_user_is_an_error(server):
     assert result.returncode == 1 and "ghost" in result.stderr and "Traceback" not in result.stderr
     result = im("user", "disable", "ghost" + secrets.token_hex(4), database_url=server.database_url)
     assert result.returncode == 1 and "ghost" in result.stderr
+
+
+def test_serve_with_embedded_postgresql_keeps_its_data(make_users):
+    """The newcomer's path: no database_url, `im serve` runs PostgreSQL under data_dir/pg."""
+    srv = ImServer("")
+    try:
+        srv.start(timeout=90)
+        assert "embedded PostgreSQL" in srv.log_tail()
+        jack, = make_users(1, srv=srv)
+        assert srv.client().login(jack, PW)["token"]
+        assert srv.stop() == 0
+        srv.start(timeout=90)
+        assert srv.http().login(jack, PW)
+    finally:
+        assert srv.stop() == 0
+    assert not list(Path(srv.workdir, "pg").glob("postmaster.pid"))  # stopped with the server
