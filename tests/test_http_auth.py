@@ -116,3 +116,9 @@ def test_error_responses_never_show_html_or_tracebacks(server):
         assert err.headers["Content-Type"].startswith("application/json")
         assert json.loads(body)["code"] in ("bad_request", "auth_failed")
         assert b"<html" not in body.lower() and b"Traceback" not in body
+
+
+def test_oversize_parameters_are_413_without_reading_them(server):
+    huge = b'{"uid": "' + b"x" * (9 * 1024 * 1024) + b'"}'
+    result = post(server, "/api/login", raw=huge, headers={"Content-Type": "application/json"})
+    assert_json_error(result, 413, "too_large")

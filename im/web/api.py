@@ -10,9 +10,14 @@ from im.web.app import json_response
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
+MAX_PARAMS_BYTES = 8 * 1024 * 1024
+
 
 def json_params() -> dict:
-    """The request's JSON object (an empty body is {}); form fields are accepted too."""
+    """The request's JSON object (an empty body is {}); form fields are accepted too. Bodies
+    over MAX_PARAMS_BYTES are refused with 413 before being read (the app-wide limit is sized
+    for file uploads)."""
+    request.max_content_length = MAX_PARAMS_BYTES
     raw = request.get_data(cache=True)
     if not raw.strip():
         return request.form.to_dict() if request.form else {}
