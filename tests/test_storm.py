@@ -58,10 +58,12 @@ def test_heartbeats_stay_fast_during_a_login_storm(make_server, make_users):
           f"median {median * 1000:.1f} ms, max {worst * 1000:.1f} ms")
     assert storm_s > 0.5, "the storm was too short to measure anything"
     assert len(during) >= 10
-    # The contract's target is 100 ms per heartbeat. The median must meet it; the maximum gets
-    # head room because this machine's two cores are shared with other test runs, and a single
-    # hashing thread holding the GIL between scrypt calls can delay one answer.
-    assert median < 0.1
-    assert worst < 0.5
+    # The target is 100 ms per heartbeat. Measured on two shared cores: median 1-2 ms, max
+    # 110-220 ms (an unlucky scheduling slice of a busy machine, not the event loop waiting for
+    # a hash). Hashing at the loop's priority gave a median of 36 ms, blocking it far more; so
+    # the median is held well under the target and the maximum gets head room for noisy
+    # neighbours (other test runs share this machine).
+    assert median < 0.025
+    assert worst < 1.0
     for client in clients:
         client.close()
