@@ -56,7 +56,7 @@ class Config:
     metrics_port: int = _key(0, 0, 65535, doc="`im tcp`: port of /metrics, /healthz, /readyz; 0 = off")
     db_pool_size: int = _key(10, 1, 1000, doc="database connections per process")
     db_timeout_s: float = _key(5.0, 0.1, 600, doc="wait for a pool connection / a query this long")
-    kdf_cost: int = _key(14, 10, 20, doc="log2 of scrypt's N for password hashes")
+    kdf_cost: int = _key(14, 4, 20, doc="log2 of scrypt's N for password hashes (below 12 only for tests)")
     log_level: str = _key("INFO", doc="DEBUG, INFO, WARNING or ERROR")
     log_file: str = _key("", doc="empty = standard error")
 

@@ -58,7 +58,7 @@ class ImServer:
         self.database_url = database_url
         self.command = command
         self.workdir = short_tmpdir("ims")
-        self.config = {"admin_key": ADMIN_KEY, "kdf_cost": 10, "data_dir": self.workdir,
+        self.config = {"admin_key": ADMIN_KEY, "kdf_cost": 6, "data_dir": self.workdir,
                        "database_url": database_url, "tcp_host": "127.0.0.1",
                        "http_host": "127.0.0.1", "log_level": "INFO", **config}
         self.proc: subprocess.Popen | None = None
