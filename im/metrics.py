@@ -34,6 +34,8 @@ HANDLER_SECONDS = Histogram("im_handler_seconds", "time a TCP frame's handler ra
 LOGINS = Counter("im_logins", "successful logins", ["method"], registry=REGISTRY)
 LOGIN_FAILURES = Counter("im_login_failures", "failed password logins (TCP and HTTP)",
                          registry=REGISTRY)
+EVENTS_RECEIVED = Counter("im_events_received", "cross-process events taken from other "
+                          "processes, by op (bumped by the router)", ["op"], registry=REGISTRY)
 
 TYPE_NAMES = {value: name for name, value in vars(protocol).items()
               if name.startswith("IM_") and isinstance(value, int)}

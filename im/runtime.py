@@ -53,10 +53,13 @@ def _database_url(c: config_mod.Config) -> str:
     return url
 
 
-def start(c: config_mod.Config, listen: bool = False, with_router: bool = True) -> None:
+def start(c: config_mod.Config, listen: bool = False, sessions: bool = False,
+          with_router: bool = True) -> None:
     """Open the pool, apply the schema, load features, build the router.
 
-    `listen`: this process hosts TCP sessions and takes cross-process events for them.
+    `listen`: this process takes cross-process events (every server process: `im serve`,
+    `im tcp`, gunicorn workers — their caches must see invalidations); a CLI command only
+    publishes. `sessions`: this process also hosts TCP sessions (`im serve`, `im tcp`).
     """
     global cfg, db, router
     cfg = c
@@ -66,7 +69,7 @@ def start(c: config_mod.Config, listen: bool = False, with_router: bool = True) 
     registry.load_features()
     if with_router:
         from im.tcp.router import make_router
-        router = make_router(c, db, listen=listen)
+        router = make_router(c, db, listen=listen, sessions=sessions)
 
 
 def _apply_schema(attempts: int = 20) -> None:

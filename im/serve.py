@@ -21,7 +21,7 @@ log = logging.getLogger("im.serve")
 
 def run(cfg, with_http: bool, load_config: Callable[[], config.Config] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; `load_config` re-reads the configuration on SIGHUP."""
-    runtime.start(cfg, listen=True)
+    runtime.start(cfg, listen=True, sessions=True)
     from im.tcp.server import TcpServer
     tcp = TcpServer(cfg, runtime.router)
     runtime.tcp_server = tcp

@@ -30,7 +30,7 @@ def create_app(cfg: config.Config | None = None) -> Flask:
     if runtime.cfg is None:
         cfg = cfg or config.load()
         runtime.setup_logging(cfg)
-        runtime.start(cfg, listen=False)
+        runtime.start(cfg, listen=True)  # an HTTP-only process (gunicorn worker)
     app = Flask("im")
     app.config["MAX_CONTENT_LENGTH"] = runtime.cfg.max_file_bytes * 2 + 1024 * 1024
 

@@ -11,7 +11,7 @@ import logging
 import socket
 from collections.abc import Iterable, Iterator
 
-from im import registry
+from im import metrics, registry
 
 log = logging.getLogger("im.router")
 
@@ -82,6 +82,12 @@ class Router:
         if self.bridge is not None:
             self.bridge.publish(event)
 
+    def received(self, event: dict) -> None:
+        """An event published by another process."""
+        op = event.get("op")
+        metrics.EVENTS_RECEIVED.labels(op if op in registry.EVENTS else "other").inc()
+        self.handle(event)
+
     def handle(self, event: dict) -> None:
         for fn in registry.EVENTS.get(event.get("op"), ()):
             try:
@@ -94,13 +100,16 @@ class Router:
             self.bridge.close()
 
 
-def make_router(cfg, db, listen: bool) -> Router:
-    """The Redis router in cluster mode (`redis_url` set), else one node on PostgreSQL NOTIFY."""
+def make_router(cfg, db, listen: bool, sessions: bool = False) -> Router:
+    """The Redis router in cluster mode (`redis_url` set), else one node on PostgreSQL NOTIFY.
+
+    `listen`: take other processes' events; `sessions`: this process hosts TCP sessions.
+    """
     node_id = cfg.node_id or f"{socket.gethostname()}:{cfg.tcp_port}"
     if cfg.redis_url:
         from im.tcp.router.redis import RedisRouter
-        return RedisRouter(node_id, cfg.redis_url, listen=listen)
+        return RedisRouter(node_id, cfg.redis_url, sessions=sessions)
     from im.tcp.router.pg import PgBridge
     router = Router(node_id)
-    router.bridge = PgBridge(db, node_id, router.handle, listen=listen)
+    router.bridge = PgBridge(db, node_id, router.received, listen=listen)
     return router

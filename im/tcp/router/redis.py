@@ -207,11 +207,13 @@ class RemoteConnection:
 
 
 class RedisRouter(Router):
-    def __init__(self, node_id: str, redis_url: str, listen: bool):
+    def __init__(self, node_id: str, redis_url: str, sessions: bool):
+        """`sessions`: this process hosts TCP sessions (heartbeat, registry entries); any
+        gevent process subscribes to events, a one-shot command only publishes."""
         # a fresh identity per process start: a restarted node never inherits stale entries
         node = f"{node_id.replace('|', '_')}/{os.getpid()}-{secrets.token_hex(3)}"
         super().__init__(node)
-        self.listen = listen
+        self.sessions = sessions
         self.origin = node.encode()
         options = {"socket_connect_timeout": 2, "retry": Retry(NoBackoff(), 0)}
         self.redis = redis.Redis.from_url(redis_url, socket_timeout=5, **options)
@@ -232,7 +234,7 @@ class RedisRouter(Router):
             self.up = True  # a one-shot command (`im user ...`): it only publishes, at close
             return
         self._greenlets = [gevent.spawn(self._flush_loop), gevent.spawn(self._subscribe_loop)]
-        if listen:
+        if sessions:
             self._greenlets.append(gevent.spawn(self._heartbeat_loop))
         self.ready.wait(2.0)
 
@@ -444,7 +446,7 @@ class RedisRouter(Router):
         self._load_mirror()
         self._queue = [c for c in self._queue if c[0] == "event"]
         self._open.clear()
-        if self.listen:
+        if self.sessions:
             self._reassert()
         self.up = True
         self.ready.set()
@@ -481,7 +483,7 @@ class RedisRouter(Router):
             elif channel == EVENTS:
                 event = orjson.loads(data)
                 if event.pop("_origin", None) != self.node_id:
-                    self.handle(event)
+                    self.received(event)
             else:
                 self._on_node_message(data)
         except (ValueError, TypeError, struct.error):
@@ -573,7 +575,7 @@ class RedisRouter(Router):
         """Leave the cluster: unregister this node's sessions and stop."""
         for greenlet in self._greenlets:
             greenlet.kill(block=False)
-        if self.up and self.listen:
+        if self.up and self.sessions:
             self._command(self._reap_self)
             self._command(lambda: ("DEL", f"im:node:{self.node_id}"))
             self._command(lambda: ("SREM", NODES, self.node_id))
