@@ -98,6 +98,7 @@ class Message:
     send_time: str | None
     conn: object | None  # the sending connection: excluded from delivery
     reply: Reply
+    live: bool = True    # False: the caller delivers it (e.g. the broadcast, via an event)
     # set by the writer
     seq: int = 0         # from_seq (1:1) or the group's number
     to_seq: int = 0
@@ -206,7 +207,7 @@ def _write(batch: list[Message]) -> None:
         if leader.error is not None:
             m.reply(leader.error)
             continue
-        delivered = _deliver_safely(m) if m is leader and m.new else 0
+        delivered = _deliver_safely(m) if m is leader and m.new and m.live else 0
         m.reply((leader.seq, leader.time, delivered))
 
 
@@ -247,7 +248,7 @@ def _store_direct(cur, messages: list[Message], stamp: datetime) -> int:
             m.to_seq = last[m.to]
         m.time, m.new = stamp_text, True
         given[m.sender] = m.seq  # the sender is given from_seq by the ACK
-        if _reachable(m.to, m.to_res):
+        if m.live and _reachable(m.to, m.to_res):
             given[m.to] = max(given.get(m.to, 0), m.to_seq)
         rows.append((m.msgid, m.body, m.sender, m.to, m.send_time, m.sender_res, m.to_res,
                      m.seq, m.to_seq))
@@ -301,6 +302,14 @@ def _reachable(uid: str, res: str) -> bool:
 def _frame_body(m: Message, seq: int) -> dict:
     return {"msgid": m.msgid, "from": m.sender, "from_res": m.sender_res, "to": m.to,
             "to_res": m.to_res, "time": m.time, "type": m.kind, "body": m.body, "seq": seq}
+
+
+def recipient_frame(row: dict) -> bytes:
+    """The IM_MESSAGE frame of a stored 1:1 message (a tp_im_message row), as its recipient
+    receives it live."""
+    m = Message(DIRECT, row["msgfrom"], row["from_res"], row["msgto"], row["to_res"], row["msg"],
+                row["msgid"], None, None, _no_reply, time=fmt(row["indb_time"]))
+    return protocol.encode(protocol.IM_MESSAGE, _frame_body(m, row["to_seq"]))
 
 
 def _deliver_safely(m: Message) -> int:
@@ -370,13 +379,14 @@ def _reply_tcp(conn, window: BoundedSemaphore, msgid: str, outcome, started: flo
                                             "time": outcome[1], "seq": outcome[0]})
 
 
-def send_many(sender: str, sender_res: str, body: str,
-              targets: list[tuple[str, str]]) -> list[tuple[int, str, int] | ImError]:
+def send_many(sender: str, sender_res: str, body: str, targets: list[tuple[str, str]],
+              live: bool = True) -> list[tuple[int, str, int] | ImError]:
     """Store and deliver a 1:1 message from `sender` to each (uid, msgid) of `targets`,
     without a TCP connection (e.g. the admin broadcast from `system`); all go through the
     writer together. Returns, per target, (sender's from_seq, stored time as on the wire,
     number of the recipient's connections reached) or the ImError (no_such_user,
-    body_too_long, unavailable, ...). Idempotent per (sender, msgid) like IM_MESSAGE."""
+    body_too_long, unavailable, ...). Idempotent per (sender, msgid) like IM_MESSAGE.
+    `live=False`: store only (nothing delivered, given_seq untouched); the caller delivers."""
     text = _body(body)
     with runtime.db.transaction() as cur:
         known = accounts_store.existing_uids(cur, [to for to, _ in targets])
@@ -387,7 +397,7 @@ def send_many(sender: str, sender_res: str, body: str,
             continue
         done = AsyncResult()
         _writer.submit(Message(DIRECT, sender, sender_res, to, "", text, msgid, None, None,
-                               done.set))
+                               done.set, live))
         waits.append(done)
     return [w if isinstance(w, ImError) else w.get() for w in waits]
 
