@@ -117,16 +117,16 @@ def test_heartbeat_before_and_after_login(server, make_users):
 
 
 def test_idle_timeout_closes_only_silent_connections(make_server, make_users):
-    srv = make_server(idle_timeout_s=1.5)
+    srv = make_server(idle_timeout_s=2)
     jack, rose = make_users(2, srv=srv)
     silent, busy = srv.client(), srv.client()
     silent.login(jack, PW)
     busy.login(rose, PW)
     started = time.monotonic()
-    while time.monotonic() - started < 2.5:
+    while time.monotonic() - started < 3.2:
         busy.heartbeat()
         time.sleep(0.3)
-    assert silent.wait_closed(timeout=0.5) == []
+    assert silent.wait_closed(timeout=3) == []
     assert busy.heartbeat()
 
 
