@@ -12,12 +12,13 @@ Choices where the contract is silent:
 """
 
 import logging
+from typing import NamedTuple
 
 from im import protocol, runtime
 from im.errors import ImError, bad_request
 from im.features import membership
 from im.protocol import msgid_of
-from im.registry import on_disconnect, tcp_handler
+from im.registry import on_disconnect, on_event, tcp_handler
 
 log = logging.getLogger("im.presence")
 
@@ -140,3 +141,21 @@ def _leave_on_disconnect(conn) -> None:
         conn.presence = None
         return
     leave(conn)
+
+
+class _Gone(NamedTuple):
+    """A session of a crashed cluster node, as `_broadcast` sees a connection."""
+    uid: str
+    res: str
+
+
+@on_event("node_down")
+def _leave_for_dead_node(event: dict) -> None:
+    """A cluster node died without saying goodbye (im/tcp/router/redis.py reaped it): friends
+    connected here see its announced sessions leave. Each process raises the event itself and
+    reaches only its own connections, so every friend's connection gets one `leave`."""
+    gone = [_Gone(uid, res) for uid, res, show in event.get("sessions", ()) if show]
+    for session in gone:
+        _broadcast(session, "leave", "offline")
+    if gone:
+        log.info("node %s down: %d announced sessions left", event.get("node"), len(gone))
