@@ -1,32 +1,52 @@
 #!/usr/bin/env python3
-"""Load generator and benchmark suite (issue 7).
+"""Load generator and benchmark suite (issue 7; docs/performance.md has the figures).
 
-Raw sockets and pre-encoded frames, spread over several worker processes so that the driver is
-not the bottleneck (each scenario reports the driver's CPU; a driver above 90% of its cores is
-marked "driver-bound"). It starts `im serve` itself (embedded PostgreSQL, or --database-url),
-creates users through the admin bulk endpoint, and prints one JSON object per scenario, then a
-table. Server CPU comes from /proc for the server process and, separately, PostgreSQL's processes.
+Raw sockets and pre-encoded frames, spread over several driver processes so that the driver is
+not the bottleneck. Each driver process is this script run as `bench.py --worker KIND` (JSON job
+on stdin, JSON result on stdout), fully gevent-patched; no multiprocessing.Queue, whose feeder
+thread does not mix with a patched process. Every scenario reports the driver's CPU share and is
+marked "driver_bound" when the driver used more than 90% of the cores it was given.
+
+It starts `im serve` itself (embedded PostgreSQL, or --database-url), creates its users through
+the admin bulk endpoint, and prints one JSON object per scenario, then a table. Server CPU comes
+from /proc for the server process and, separately, for PostgreSQL's processes.
 
     python scripts/bench.py --scenario chat --rates 1000,2000,5000 --duration 10
+    python scripts/bench.py --scenario fanout --members 500 --fanout-rate 200
+    python scripts/bench.py --scenario history --history-rows 10000000
     python scripts/bench.py --scenario all --tiny          # the smoke test's size
 """
 
 import argparse
+import base64
+import hashlib
+import hmac
+import http.client
+import io
 import json
-import multiprocessing as mp
 import os
-import statistics
+import random
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
 from support import ADMIN_KEY, PASSWORD, ImServer, Postgres  # noqa: E402
 
 from im import protocol  # noqa: E402
-from im.client import Http  # noqa: E402
+from im.client import Http, rows  # noqa: E402
+
+SCENARIOS = ["conns", "chat", "fanout", "offline", "history", "http", "files"]
+RECEIPT = protocol.IM_MESSAGE  # IM_MESSAGE_ACK {"type": 196609, "upto": N} marks received
+BODY = "hello " * 5
 
 
 # --- measurement helpers -----------------------------------------------------------------
@@ -41,16 +61,20 @@ def percentiles(values: list[float]) -> dict:
     return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "max": round(values[-1], 3)}
 
 
+def postgres_pids() -> list[int]:
+    return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+
+
 class CpuMeter:
     """CPU seconds used by the server process and by PostgreSQL's processes."""
 
-    def __init__(self, server_pid: int, pg_pids_fn):
+    def __init__(self, server_pid: int):
         self.server = psutil.Process(server_pid)
-        self.pg_pids_fn = pg_pids_fn
 
-    def _pg(self) -> float:
+    @staticmethod
+    def _pg() -> float:
         total = 0.0
-        for pid in self.pg_pids_fn():
+        for pid in postgres_pids():
             try:
                 t = psutil.Process(pid).cpu_times()
                 total += t.user + t.system
@@ -63,285 +87,798 @@ class CpuMeter:
         return t.user + t.system, self._pg()
 
 
-def postgres_pids() -> list[int]:
-    return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+class Window:
+    """Server and PostgreSQL CPU and wall time over a measured stretch."""
+
+    def __init__(self, cpu: CpuMeter):
+        self.cpu = cpu
+
+    def __enter__(self) -> "Window":
+        self.s0, self.p0 = self.cpu.sample()
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall = time.perf_counter() - self.t0
+        s1, p1 = self.cpu.sample()
+        # PostgreSQL backends that exit meanwhile take their CPU time with them
+        self.server, self.pg = s1 - self.s0, max(0.0, p1 - self.p0)
+
+    def per(self, units: int) -> dict:
+        """Server and PostgreSQL µs CPU per unit of work."""
+        units = max(1, units)
+        return {"server_us_cpu": round(self.server / units * 1e6, 1),
+                "postgres_us_cpu": round(self.pg / units * 1e6, 1)}
 
 
-# --- driver workers (separate processes) ---------------------------------------------------
-
-def _gevent_worker():
-    from gevent import monkey
-    monkey.patch_all(thread=False)  # multiprocessing.Queue needs a real feeder thread
+def driver_figures(results: list[dict], wall: float, cores: int) -> dict:
+    share = sum(r["cpu"] for r in results) / max(wall, 1e-6) / max(1, cores)
+    return {"driver_cpu_share": round(share, 2), "driver_bound": share > 0.9}
 
 
-def _login(sock_factory, uid: str, token: str, res: str):
-    """A raw socket logged in with a token; returns (socket, decoder)."""
-    sock = sock_factory()
-    sock.sendall(protocol.encode(protocol.IM_LOGIN, {"msgid": "l", "uid": uid, "token": token, "res": res}))
-    dec = protocol.FrameDecoder(1 << 24)
-    while True:
-        for f in dec.feed(sock.recv(65536)):
-            if f.msgtype == protocol.IM_MESSAGE_ACK and f.body.get("type") == str(protocol.IM_LOGIN):
-                if "code" in f.body:
-                    raise RuntimeError(f"login failed: {f.body}")
-                return sock, dec
-
-
-def chat_worker(args: dict, out: mp.Queue) -> None:
-    """Each pair: a sender paced at `rate` msgs/s to a receiver that receipts with `upto`."""
-    _gevent_worker()
-    import socket
-
-    import gevent
-
-    host, port = args["host"], args["port"]
-
-    def connect():
-        s = socket.create_connection((host, port))
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return s
-
-    sent_at: dict = {}
-    ack_lat, e2e_lat = [], []
-    received = {"n": 0, "dups": 0}
-    seen: set = set()
-    pairs = args["pairs"]
-    per_pair = args["rate"] / max(1, args["total_pairs"])
-    count = max(1, int(per_pair * args["duration"]))
-    done_acks = {"n": 0}
-    t0 = time.perf_counter() + 0.5
-
-    def sender(uid: str, token: str, to: str) -> None:
-        sock, dec = _login(connect, uid, token, "bench")
-        frames = [protocol.encode(protocol.IM_MESSAGE, {"msgid": f"m{i}", "to": to, "type": "0",
-                                                        "body": "hello " * 5}) for i in range(count)]
-
-        def read_acks():
-            while done_acks["n"] < total_msgs:
-                data = sock.recv(65536)
-                if not data:
-                    return
-                now = time.perf_counter()
-                for f in dec.feed(data):
-                    if f.msgtype == protocol.IM_MESSAGE_ACK and "seq" in f.body:
-                        ack_lat.append((now - sent_at[(uid, f.body["msgid"])]) * 1000)
-                        done_acks["n"] += 1
-        reader = gevent.spawn(read_acks)
-        for i, frame in enumerate(frames):
-            due = t0 + i / per_pair
-            delay = due - time.perf_counter()
-            if delay > 0:
-                gevent.sleep(delay)
-            sent_at[(uid, f"m{i}")] = time.perf_counter()
-            sock.sendall(frame)
-        reader.join(timeout=args["duration"] + 30)
-
-    def receiver(uid: str, token: str, frm: str) -> None:
-        sock, dec = _login(connect, uid, token, "bench")
-        last = 0
-        got = 0
-        while got < count:
-            sock.settimeout(args["duration"] + 30)
-            try:
-                data = sock.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            now = time.perf_counter()
-            for f in dec.feed(data):
-                if f.msgtype != protocol.IM_MESSAGE:
-                    continue
-                key = (f.body["from"], f.body["msgid"])
-                if key in seen:
-                    received["dups"] += 1
-                    continue
-                seen.add(key)
-                got += 1
-                received["n"] += 1
-                e2e_lat.append((now - sent_at[key]) * 1000)
-                last = max(last, f.body["seq"])
-            if got % 50 == 0 or got == count:
-                sock.sendall(protocol.encode(protocol.IM_MESSAGE_ACK, {"type": 196609, "upto": last}))
-
-    total_msgs = count * len(pairs)
-    cpu0 = time.process_time()
-    jobs = []
-    for p in pairs:
-        jobs.append(gevent.spawn(receiver, p["to"], p["to_token"], p["from"]))
-        jobs.append(gevent.spawn(sender, p["from"], p["from_token"], p["to"]))
-    gevent.joinall(jobs, timeout=args["duration"] + 60)
-    out.put({"ack": ack_lat, "e2e": e2e_lat, "received": received["n"], "dups": received["dups"],
-             "expected": total_msgs, "cpu": time.process_time() - cpu0})
-
-
-def conns_worker(args: dict, out: mp.Queue) -> None:
-    """Open N token-logged-in idle connections from a source address; hold them; report rate."""
-    _gevent_worker()
-    import socket
-
-    import gevent
-    from gevent.pool import Pool
-
-    socks = []
-
-    def connect():
-        s = socket.socket()
-        s.bind((args["source"], 0))
-        s.connect((args["host"], args["port"]))
-        return s
-
-    def one(user):
-        sock, _ = _login(connect, user["uid"], user["token"], f"r{len(socks)}")
-        socks.append(sock)
-
-    pool = Pool(200)
-    start = time.perf_counter()
-    for user in args["users"]:
-        pool.spawn(one, user)
-    pool.join()
-    elapsed = time.perf_counter() - start
-    out.put({"opened": len(socks), "seconds": elapsed})
-    gevent.sleep(args["hold"])
-    for s in socks:
-        s.close()
-
-
-def run_workers(target, jobs: list[dict]) -> list[dict]:
-    out: mp.Queue = mp.Queue()
-    procs = [mp.Process(target=target, args=(job, out)) for job in jobs]
+def run_workers(kind: str, jobs: list[dict]) -> list[dict]:
+    """Run `bench.py --worker kind` once per job, in parallel; their JSON results."""
+    procs = [subprocess.Popen([sys.executable, __file__, "--worker", kind], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True) for _ in jobs]
+    for p, job in zip(procs, jobs):
+        p.stdin.write(json.dumps(job))
+        p.stdin.close()
+    results = []
     for p in procs:
-        p.start()
-    results = [out.get() for _ in procs]
-    for p in procs:
-        p.join()
+        out = p.stdout.read()
+        if p.wait() != 0 or not out.strip():
+            raise RuntimeError(f"{kind} driver exited with {p.returncode}")
+        results.append(json.loads(out))
     return results
 
 
-# --- scenarios ---------------------------------------------------------------------------
+# --- driver side (runs in `--worker` processes, gevent-patched) ----------------------------
+
+def frames(buf: bytearray):
+    """Complete (msgtype, body bytes) frames at the front of buf, removed from it."""
+    pos, size = 0, protocol.HEADER.size
+    while len(buf) - pos >= size:
+        length, msgtype = protocol.HEADER.unpack_from(buf, pos)
+        end = pos + size + length
+        if len(buf) < end:
+            break
+        yield msgtype, bytes(buf[pos + size:end])
+        pos = end
+    del buf[:pos]
+
+
+def login(sock, uid: str, res: str, token: str = "", pwd: str = "") -> bytearray:
+    """Log a raw socket in; returns the bytes read past the login ACK."""
+    import orjson
+    cred = {"token": token} if token else {"pwd": pwd}
+    sock.sendall(protocol.encode(protocol.IM_LOGIN, {"msgid": "l", "uid": uid, "res": res, **cred}))
+    buf = bytearray()
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            raise RuntimeError(f"{uid}: closed during login")
+        buf += data
+        for msgtype, raw in frames(buf):
+            body = orjson.loads(raw) if raw else {}
+            if msgtype == protocol.IM_MESSAGE_ACK and body.get("type") == str(protocol.IM_LOGIN):
+                if "code" in body:
+                    raise RuntimeError(f"login failed: {body}")
+                return buf
+
+
+def _connect(job: dict, source: str = ""):
+    import socket
+    s = socket.socket()
+    if source:
+        s.bind((source, 0))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.connect((job["host"], job["port"]))
+    return s
+
+
+def _pace(t0: float, i: int, rate: float) -> None:
+    import gevent
+    if rate > 0:
+        delay = t0 + i / rate - time.perf_counter()
+        if delay > 0:
+            gevent.sleep(delay)
+
+
+def _send_stream(job: dict, user: dict, to: str, count: int, rate: float, group: bool,
+                 t0: float, ack_lat: list) -> int:
+    """Log in, send `count` messages paced at `rate`/s (0 = flat out), stamp the send time
+    (time.monotonic(), system-wide) in the body; read ACKs. Returns the successful ACKs."""
+    import gevent
+    import orjson
+    sock = _connect(job)
+    buf = login(sock, user["uid"], "bench", token=user["token"])
+    kind = "1" if group else "0"
+    sent: dict = {}
+    acked = {"n": 0, "done": 0}
+
+    def read_acks() -> None:
+        while acked["done"] < count:
+            data = sock.recv(262144)
+            if not data:
+                return
+            now = time.monotonic()
+            buf.extend(data)
+            for msgtype, raw in frames(buf):
+                if msgtype != protocol.IM_MESSAGE_ACK:
+                    continue
+                body = orjson.loads(raw)
+                at = sent.pop(body.get("msgid"), None)
+                if at is not None:
+                    acked["done"] += 1
+                    acked["n"] += "seq" in body
+                    ack_lat.append((now - at) * 1000)
+    reader = gevent.spawn(read_acks)
+    for i in range(count):
+        _pace(t0, i, rate)
+        at = time.monotonic()
+        sent[f"m{i}"] = at
+        sock.sendall(protocol.encode(protocol.IM_MESSAGE, {
+            "msgid": f"m{i}", "to": to, "type": kind, "body": f"{at:.6f} {BODY}"}))
+    reader.join(timeout=job["timeout"])
+    sock.close()
+    return acked["n"]
+
+
+def _receive(job: dict, user: dict, expect: int, receipt: bool, out: dict) -> None:
+    """Count IM_MESSAGE frames until `expect` arrived; latency from the stamp in the body;
+    receipt with {"upto": seq} every 50 messages (1:1 only)."""
+    import orjson
+    sock = _connect(job, job.get("source", ""))
+    buf = login(sock, user["uid"], "bench", token=user["token"])
+    seen: set = set()
+    last = got = 0
+    sock.settimeout(job["timeout"])
+    while True:
+        now = time.monotonic()
+        for msgtype, raw in frames(buf):
+            if msgtype != protocol.IM_MESSAGE:
+                continue
+            body = orjson.loads(raw)
+            key = (body["from"], body["msgid"])
+            if key in seen:
+                out["dups"] += 1
+                continue
+            seen.add(key)
+            got += 1
+            out["lat"].append((now - float(body["body"].split(" ", 1)[0])) * 1000)
+            last = max(last, body["seq"])
+            if receipt and (got % 50 == 0 or got == expect):
+                sock.sendall(protocol.encode(protocol.IM_MESSAGE_ACK, {"type": RECEIPT, "upto": last}))
+        if got >= expect:
+            break
+        try:
+            data = sock.recv(262144)
+        except OSError:
+            break
+        if not data:
+            break
+        buf.extend(data)
+    out["received"] += got
+    sock.close()
+
+
+def worker_chat(job: dict) -> dict:
+    """Pairs: a sender paced at the pair's share of the rate; the receiver receipts. With
+    `offline`, nobody receives (messages to offline users) and senders go flat out."""
+    import gevent
+    ack_lat: list = []
+    recv = {"lat": [], "dups": 0, "received": 0}
+    acks = []
+    t0 = time.perf_counter() + 0.5
+    jobs = []
+    for p in job["pairs"]:
+        if not job.get("offline"):
+            jobs.append(gevent.spawn(_receive, job, p["to"], job["count"], True, recv))
+        jobs.append(gevent.spawn(lambda p=p: acks.append(_send_stream(
+            job, p["from"], p["to"]["uid"], job["count"], job["per_pair"], False, t0, ack_lat))))
+    gevent.joinall(jobs, timeout=job["timeout"] + 30)
+    return {"ack": ack_lat, "e2e": recv["lat"], "received": recv["received"], "dups": recv["dups"],
+            "acked": sum(acks), "expected": job["count"] * len(job["pairs"]),
+            "cpu": time.process_time()}
+
+
+def worker_fanout(job: dict) -> dict:
+    """Group members receiving; worker 0 also runs the sender."""
+    import gevent
+    recv = {"lat": [], "dups": 0, "received": 0}
+    ack_lat: list = []
+    jobs = [gevent.spawn(_receive, job, m, job["count"], False, recv) for m in job["members"]]
+    sender = None
+    if job.get("sender"):
+        gevent.sleep(job["settle"])  # let every member log in first
+        t0 = time.perf_counter()
+        sender = gevent.spawn(_send_stream, job, job["sender"], job["gid"], job["count"],
+                              job["rate"], True, t0, ack_lat)
+        jobs.append(sender)
+    gevent.joinall(jobs, timeout=job["timeout"] + 30)
+    return {"e2e": recv["lat"], "received": recv["received"], "dups": recv["dups"], "ack": ack_lat,
+            "acked": sender.value if sender else 0, "cpu": time.process_time()}
+
+
+def worker_conns(job: dict) -> dict:
+    """Password logins (connect, log in, close), then token logins held idle for `hold` s."""
+    import gevent
+    from gevent.pool import Pool
+    pool = Pool(200)
+    socks = []
+
+    def pwd_login(user: dict) -> None:
+        s = _connect(job, job["source"])
+        login(s, user["uid"], "p", pwd=PASSWORD)
+        s.close()
+
+    def token_login(user: dict) -> None:
+        s = _connect(job, job["source"])
+        login(s, user["uid"], "t", token=user["token"])
+        socks.append(s)
+    start = time.perf_counter()
+    pool.map(pwd_login, job["pwd_users"])
+    pwd_s = time.perf_counter() - start
+    start = time.perf_counter()
+    pool.map(token_login, job["users"])
+    token_s = time.perf_counter() - start
+    ready = Path(job["ready"])
+    ready.write_text("1")
+    deadline = time.monotonic() + job["hold"]
+    while time.monotonic() < deadline and ready.exists():
+        gevent.sleep(0.2)
+    for s in socks:
+        s.close()
+    return {"opened": len(socks), "pwd": len(job["pwd_users"]), "pwd_s": pwd_s,
+            "token_s": token_s, "cpu": time.process_time()}
+
+
+def worker_http(job: dict) -> dict:
+    """Keep-alive connections each sending the same request back to back for `duration` s."""
+    import gevent
+    done = {"n": 0, "bad": 0}
+    end = time.monotonic() + job["duration"]
+    request = job["request"].encode("latin-1")
+
+    def one_conn() -> None:
+        s = _connect(job)
+        buf = b""
+        while time.monotonic() < end:
+            s.sendall(request)
+            while b"\r\n\r\n" not in buf:
+                buf += s.recv(65536)
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+            while len(buf) < length:
+                buf += s.recv(65536)
+            buf = buf[length:]
+            done["n" if head.startswith(b"HTTP/1.1 200") else "bad"] += 1
+        s.close()
+    gevent.joinall([gevent.spawn(one_conn) for _ in range(job["connections"])])
+    return {"requests": done["n"], "bad": done["bad"], "cpu": time.process_time()}
+
+
+WORKERS = {"chat": worker_chat, "fanout": worker_fanout, "conns": worker_conns, "http": worker_http}
+
+
+def worker_main(kind: str) -> int:
+    from gevent import monkey
+    monkey.patch_all()
+    job = json.loads(sys.stdin.read())
+    result = WORKERS[kind](job)
+    sys.stdout.write(json.dumps(result))
+    return 0
+
+
+# --- scenarios (the controlling process) ---------------------------------------------------
 
 class Bench:
     def __init__(self, opts):
         self.opts = opts
         self.pg = None
-        db = opts.database_url
-        if not db:
+        self.db = opts.database_url
+        if not self.db:
             self.pg = Postgres()
-            db = self.pg.create_database()
+            self.db = self.pg.create_database()
         config = {"log_level": "WARNING", "max_outbox_frames": 100000}
-        self.server = ImServer(db, **config).start()
+        self.server = ImServer(self.db, **config).start()
         self.admin = Http(self.server.base_url, ADMIN_KEY)
-        self.cpu = CpuMeter(self.server.proc.pid, postgres_pids)
-        self.driver_cores = max(1, opts.workers)
+        self.cpu = CpuMeter(self.server.proc.pid)
+        self.cores = max(1, opts.workers)
+        self.tag = f"{int(time.time()) % 100000}"
 
     def close(self):
         self.server.stop()
         if self.pg:
             self.pg.close()
 
-    def users(self, n: int, prefix: str) -> list[dict]:
-        uids = [f"{prefix}{i}" for i in range(n)]
-        for i in range(0, n, 1000):
+    def job(self, **fields) -> dict:
+        return {"host": "127.0.0.1", "port": self.server.tcp_port, "timeout": 60, **fields}
+
+    def create_users(self, uids: list[str]) -> None:
+        for i in range(0, len(uids), 1000):
             self.admin.admin("POST", "/users/bulk", {"users": [{"uid": u, "pwd": PASSWORD} for u in uids[i:i + 1000]]})
-        http = Http(self.server.base_url)
-        return [{"uid": u, "token": http.login(u, PASSWORD)} for u in uids]
+
+    def users(self, n: int, prefix: str) -> list[dict]:
+        """n new users with session tokens (HTTP logins, 8 at a time)."""
+        uids = [f"{prefix}{self.tag}_{i}" for i in range(n)]
+        self.create_users(uids)
+
+        def token(uid: str) -> str:
+            return Http(self.server.base_url).login(uid, PASSWORD)
+        with ThreadPoolExecutor(8) as pool:
+            return [{"uid": u, "token": t} for u, t in zip(uids, pool.map(token, uids))]
+
+    def sql(self, statements: list[tuple[str, tuple]]) -> None:
+        import psycopg2
+        conn = psycopg2.connect(self.db)
+        try:
+            with conn.cursor() as cur:
+                for query, args in statements:
+                    cur.execute(query, args)
+            conn.commit()
+        finally:
+            conn.close()
+
+    # 1. conns
+    def conns(self, n: int, hold: float, pwd_logins: int) -> dict:
+        people = self.users(n, "k")
+        rss0 = self.cpu.server.memory_info().rss
+        procs = max(1, (n + 4999) // 5000)  # ≤ 5,000 sockets per driver process
+        ready_dir = Path(tempfile.mkdtemp(prefix="benchc"))
+        jobs = [self.job(users=people[w::procs], pwd_users=people[:pwd_logins][w::procs],
+                         source=f"127.0.0.{2 + w % 250}", hold=hold,
+                         ready=str(ready_dir / f"w{w}")) for w in range(procs)]
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(run_workers, "conns", jobs)
+            while len(list(ready_dir.iterdir())) < procs and not running.done():
+                time.sleep(0.2)
+            time.sleep(1)
+            rss1 = self.cpu.server.memory_info().rss
+            idle = min(hold / 2, 10)
+            with Window(self.cpu) as w:
+                time.sleep(idle)
+            shutil.rmtree(ready_dir)  # releases the drivers
+            results = running.result()
+        opened = sum(r["opened"] for r in results)
+        return {"scenario": "conns", "connections": opened, "driver_processes": procs,
+                "rss_kib_per_conn": round((rss1 - rss0) / 1024 / max(1, opened), 1),
+                "server_rss_mib": round(rss1 / 2 ** 20, 1),
+                "token_logins_per_s": round(opened / max(r["token_s"] for r in results), 1),
+                "pwd_logins_per_s": round(pwd_logins / max(1e-6, max(r["pwd_s"] for r in results)), 1),
+                "idle_server_cpu_pct": round(w.server / idle * 100, 2),
+                "idle_postgres_cpu_pct": round(w.pg / idle * 100, 2)}
+
+    # 2. chat
+    def pairs(self, n: int, prefix: str) -> list[dict]:
+        people = self.users(n * 2, prefix)
+        return [{"from": people[2 * i], "to": people[2 * i + 1]} for i in range(n)]
 
     def chat(self, rate: int, pairs: int, duration: float) -> dict:
-        people = self.users(pairs * 2, f"c{rate}_{int(time.time())}_")
-        all_pairs = [{"from": people[2 * i]["uid"], "from_token": people[2 * i]["token"],
-                      "to": people[2 * i + 1]["uid"], "to_token": people[2 * i + 1]["token"]}
-                     for i in range(pairs)]
-        workers = min(self.driver_cores, pairs)
-        jobs = [{"host": "127.0.0.1", "port": self.server.tcp_port, "pairs": all_pairs[w::workers],
-                 "total_pairs": pairs, "rate": rate, "duration": duration} for w in range(workers)]
-        s0, p0 = self.cpu.sample()
-        wall0 = time.perf_counter()
-        results = run_workers(chat_worker, jobs)
-        wall = time.perf_counter() - wall0
-        s1, p1 = self.cpu.sample()
+        all_pairs = self.pairs(pairs, f"c{rate}_")
+        procs = min(self.cores, pairs)
+        count = max(1, int(rate / pairs * duration))
+        jobs = [self.job(pairs=all_pairs[w::procs], count=count, per_pair=rate / pairs,
+                         timeout=duration + 60) for w in range(procs)]
+        with Window(self.cpu) as w:
+            results = run_workers("chat", jobs)
         received = sum(r["received"] for r in results)
         expected = sum(r["expected"] for r in results)
-        driver_cpu = sum(r["cpu"] for r in results)
-        return {
-            "scenario": "chat", "offered_rate": rate, "pairs": pairs, "messages": expected,
-            "delivered": received, "duplicates": sum(r["dups"] for r in results),
-            "delivered_per_s": round(received / duration, 1),
-            "ack_ms": percentiles([x for r in results for x in r["ack"]]),
-            "e2e_ms": percentiles([x for r in results for x in r["e2e"]]),
-            "server_us_cpu_per_msg": round((s1 - s0) / max(1, received) * 1e6, 1),
-            "postgres_us_cpu_per_msg": round((p1 - p0) / max(1, received) * 1e6, 1),
-            "driver_cpu_share": round(driver_cpu / wall / os.cpu_count(), 2),
-        }
+        self._settle()
+        unreceived = self._unreceived([p["to"]["uid"] for p in all_pairs])
+        per = w.per(received)
+        return {"scenario": "chat", "offered_rate": rate, "pairs": pairs, "messages": expected,
+                "acked": sum(r["acked"] for r in results), "delivered": received,
+                "duplicates": sum(r["dups"] for r in results), "unreceipted": unreceived,
+                "exactly_once": received == expected and not any(r["dups"] for r in results),
+                "delivered_per_s": round(received / max(duration, w.wall - 1.5), 1),
+                "ack_ms": percentiles([x for r in results for x in r["ack"]]),
+                "e2e_ms": percentiles([x for r in results for x in r["e2e"]]),
+                "server_us_cpu_per_msg": per["server_us_cpu"],
+                "postgres_us_cpu_per_msg": per["postgres_us_cpu"],
+                **driver_figures(results, w.wall, procs)}
 
-    def conns(self, n: int, hold: float) -> dict:
-        people = self.users(n, f"k{int(time.time())}_")
-        rss0 = self.cpu.server.memory_info().rss
-        workers = max(1, min(self.driver_cores, (n + 999) // 1000))
-        jobs = [{"host": "127.0.0.1", "port": self.server.tcp_port, "users": people[w::workers],
-                 "source": f"127.0.0.{2 + w % 250}", "hold": hold} for w in range(workers)]
-        out: mp.Queue = mp.Queue()
-        procs = [mp.Process(target=conns_worker, args=(job, out)) for job in jobs]
-        for p in procs:
-            p.start()
-        results = [out.get() for _ in procs]
-        rss1 = self.cpu.server.memory_info().rss
-        s0, _ = self.cpu.sample()
-        time.sleep(min(hold / 2, 5))
-        s1, _ = self.cpu.sample()
-        for p in procs:
-            p.join()
-        opened = sum(r["opened"] for r in results)
-        return {"scenario": "conns", "connections": opened,
-                "rss_kib_per_conn": round((rss1 - rss0) / 1024 / max(1, opened), 1),
-                "token_logins_per_s": round(opened / max(r["seconds"] for r in results), 1),
-                "idle_server_cpu_pct": round((s1 - s0) / min(hold / 2, 5) * 100, 2)}
+    def _settle(self) -> None:
+        time.sleep(0.5)  # receipts are written by a batching writer
 
-    def http(self, requests: int) -> dict:
-        token = self.users(1, f"h{int(time.time())}_")[0]["token"]
-        client = Http(self.server.base_url, token)
-        lat = []
+    def _unreceived(self, uids: list[str]) -> int:
+        import psycopg2
+        conn = psycopg2.connect(self.db)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM tp_im_message WHERE msgto = ANY(%s) AND received = 0",
+                            (uids,))
+                return cur.fetchone()[0]
+        finally:
+            conn.close()
+
+    # 3. fanout
+    def fanout(self, members: int, rate: float, duration: float) -> dict:
+        people = self.users(members, "f")
+        gid = f"bench{self.tag}"
+        self.sql([("INSERT INTO tp_im_group (gid, gname, userid) VALUES (%s, 'bench', %s)",
+                   (gid, people[0]["uid"])),
+                  ("INSERT INTO tp_im_group_peer (gid, userid, \"right\") SELECT %s, unnest(%s::text[]), '0'",
+                   (gid, [p["uid"] for p in people]))])
+        procs = self.cores
+        count = max(1, int(rate * duration))
+        receivers = people[1:]
+        jobs = [self.job(members=receivers[w::procs], count=count, gid=gid, rate=rate,
+                         sender=people[0] if w == 0 else None, settle=2 + members / 500,
+                         timeout=duration + 60) for w in range(procs)]
+        with Window(self.cpu) as w:
+            results = run_workers("fanout", jobs)
+        received = sum(r["received"] for r in results)
+        expected = count * len(receivers)
+        busy = max(duration, w.wall - 2 - members / 500)
+        per = w.per(received)
+        return {"scenario": "fanout", "members": members, "messages": count, "offered_rate": rate,
+                "deliveries": received, "expected": expected,
+                "duplicates": sum(r["dups"] for r in results),
+                "deliveries_per_s": round(received / busy, 1),
+                "e2e_ms": percentiles([x for r in results for x in r["e2e"]]),
+                "ack_ms": percentiles(results[0]["ack"]),
+                "server_us_cpu_per_delivery": per["server_us_cpu"],
+                "postgres_us_cpu_per_delivery": per["postgres_us_cpu"],
+                "note": "includes driver login time for members; cpu over the whole run",
+                **driver_figures(results, w.wall, procs)}
+
+    # 4. offline
+    def offline(self, total: int, pairs: int, page: int) -> dict:
+        all_pairs = self.pairs(pairs, "o")
+        procs = min(self.cores, pairs)
+        count = max(1, total // pairs)
+        jobs = [self.job(pairs=all_pairs[w::procs], count=count, per_pair=0, offline=True,
+                         timeout=120) for w in range(procs)]
+        with Window(self.cpu) as store_w:
+            results = run_workers("chat", jobs)
+        stored = sum(r["acked"] for r in results)
+        with Window(self.cpu) as fetch_w:
+            with ThreadPoolExecutor(min(8, pairs)) as pool:
+                fetched = sum(pool.map(lambda p: self._fetch_all(p["to"]["token"], page), all_pairs))
+        left = self._unreceived([p["to"]["uid"] for p in all_pairs])
+        return {"scenario": "offline", "messages": count * pairs, "stored": stored,
+                "stored_per_s": round(stored / store_w.wall, 1),
+                "store_server_us_cpu_per_msg": store_w.per(stored)["server_us_cpu"],
+                "store_postgres_us_cpu_per_msg": store_w.per(stored)["postgres_us_cpu"],
+                "fetched": fetched, "left_unreceived": left, "page": page,
+                "fetched_per_s": round(fetched / fetch_w.wall, 1),
+                "fetch_server_us_cpu_per_msg": fetch_w.per(fetched)["server_us_cpu"],
+                "fetch_postgres_us_cpu_per_msg": fetch_w.per(fetched)["postgres_us_cpu"],
+                **driver_figures(results, store_w.wall, procs)}
+
+    def _fetch_all(self, token: str, page: int) -> int:
+        """Fetch and mark pages of unreceived messages until none is left."""
+        http = Http(self.server.base_url, token, timeout=60)
+        fetched = 0
+        while True:
+            res = http.qid("QID_IM_GET_OFFLINE_MSG", limit=str(page))
+            got = rows(res)
+            if not got:
+                return fetched
+            fetched += len(got)
+            http.qid("QID_IM_RECIVE_OFFLINE_MSG", seq=str(max(int(r["seq"]) for r in got)))
+
+    # 5. history
+    def history(self, total: int, queries: int) -> dict:
+        people = 1000 if total < 1_000_000 else 10_000
+        uids = [f"h{self.tag}_{i}" for i in range(people)]
+        self.create_users(uids)
         start = time.perf_counter()
-        for _ in range(requests):
-            t = time.perf_counter()
-            client.qid("QID_IM_GET_DEPT_VER")
-            lat.append((time.perf_counter() - t) * 1000)
-        elapsed = time.perf_counter() - start
-        return {"scenario": "http", "requests": requests, "per_s": round(requests / elapsed, 1),
-                "ms": percentiles(lat), "note": "one sequential client (use wrk for the ratio)"}
+        self._copy_messages(uids, total)
+        copy_s = time.perf_counter() - start
+        sample = random.Random(7).sample(range(people), 20)
+        http = {i: Http(self.server.base_url, Http(self.server.base_url).login(uids[i], PASSWORD))
+                for i in sample}
+        lat: dict[str, list] = {"history": [], "history_page2": [], "offline": [], "mailbox_after": []}
+        for q in range(queries):
+            i = sample[q % len(sample)]
+            client = http[i]
+            friend = uids[_friend(i, q % FRIENDS, people)]
+            res = _timed(lat["history"], client.qid, "QID_IM_GET_ROSTER_MSG_HISTORY",
+                         msgto=friend, days="365")
+            got = rows(res)
+            if got:
+                _timed(lat["history_page2"], client.qid, "QID_IM_GET_ROSTER_MSG_HISTORY",
+                       msgto=friend, days="365", before_seq=got[0]["seq"])
+            _timed(lat["offline"], client.qid, "QID_IM_GET_OFFLINE_MSG", limit="100")
+            _timed(lat["mailbox_after"], client.qid, "QID_IM_GET_OFFLINE_MSG", limit="100",
+                   after_seq=str(max(0, int(got[-1]["seq"]) - 200) if got else 0))
+        return {"scenario": "history", "rows": total, "users": people, "copy_s": round(copy_s, 1),
+                "copy_rows_per_s": round(total / copy_s, 1), "queries": queries,
+                **{f"{k}_ms": percentiles(v) for k, v in lat.items()}}
+
+    def _copy_messages(self, uids: list[str], total: int) -> None:
+        """COPY `total` 1:1 messages over the last 365 days: each user writes mostly to a
+        few friends; mailbox positions consistent with im_mailbox; the last 1% unreceived."""
+        import psycopg2
+        conn = psycopg2.connect(self.db)
+        try:
+            with conn.cursor() as cur:
+                cur.copy_expert("COPY tp_im_message (msgid, msg, msgfrom, msgto, send_time, received, "
+                                "indb_time, from_res, to_res, from_seq, to_seq) FROM STDIN",
+                                _MessageRows(uids, total))
+                cur.execute("INSERT INTO im_mailbox (uid, last_seq, given_seq) "
+                            "SELECT u, max(s), max(s) FROM (SELECT msgfrom u, from_seq s FROM tp_im_message "
+                            "UNION ALL SELECT msgto, to_seq FROM tp_im_message) x WHERE u = ANY(%s) GROUP BY u "
+                            "ON CONFLICT (uid) DO UPDATE SET last_seq = EXCLUDED.last_seq, "
+                            "given_seq = EXCLUDED.given_seq", (uids,))
+            conn.commit()
+            conn.set_isolation_level(0)
+            with conn.cursor() as cur:
+                cur.execute("VACUUM ANALYZE tp_im_message")
+        finally:
+            conn.close()
+
+    # 6. http
+    def http(self, duration: float, connections: int) -> dict:
+        token = self.users(1, "w")[0]["token"]
+        qid = _post("/api/QID_IM_GET_DEPT_VER", token, b"{}")
+        hello = _post("/", "", b"{}")
+        figures = {}
+        for name, app, request in (("qid", "wsgi:app", qid), ("hello", "bench:hello", hello)):
+            figures[name] = self._gunicorn_load(app, request, duration, connections)
+        ratio = figures["qid"]["per_s"] / max(1e-6, figures["hello"]["per_s"])
+        return {"scenario": "http", "workers": 1, "connections": connections,
+                "load": figures["qid"]["load"], "qid_per_s": figures["qid"]["per_s"],
+                "hello_per_s": figures["hello"]["per_s"], "ratio": round(ratio, 3),
+                "errors": figures["qid"]["errors"] + figures["hello"]["errors"],
+                "driver_bound": figures["qid"].get("driver_bound", False)}
+
+    def _gunicorn_load(self, app: str, request: str, duration: float, connections: int) -> dict:
+        port = _free_port()
+        env = {**self.server.env(), "IM_HTTP_PORT": str(port), "IM_HTTP_HOST": "127.0.0.1",
+               "WEB_CONCURRENCY": "1", "PYTHONPATH": f"{ROOT}:{ROOT / 'scripts'}"}
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "etc/gunicorn.conf.py"),
+                                 app], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_http(port, request)
+            if shutil.which("wrk"):
+                return _wrk(port, request, duration, connections)
+            jobs = [self.job(port=port, request=request, duration=duration,
+                             connections=connections // self.cores) for _ in range(self.cores)]
+            start = time.perf_counter()
+            results = run_workers("http", jobs)
+            wall = time.perf_counter() - start
+            return {"load": "generator", "per_s": round(sum(r["requests"] for r in results) / duration, 1),
+                    "errors": sum(r["bad"] for r in results), **driver_figures(results, wall, self.cores)}
+        finally:
+            proc.terminate()
+            proc.wait(15)
+
+    # 7. files
+    def files(self, size: int, chunk: int) -> dict:
+        token = self.users(1, "u")[0]["token"]
+        data = os.urandom(size)
+        tmp = Path(tempfile.mkdtemp(prefix="benchf"))
+        try:
+            src, dst = tmp / "src", tmp / "dst"
+            src.write_bytes(data)
+            start = time.perf_counter()
+            shutil.copyfile(src, dst)
+            with open(dst, "rb+") as f:
+                os.fsync(f.fileno())  # the server fsyncs every chunk
+            copy_s = time.perf_counter() - start
+        finally:
+            shutil.rmtree(tmp)
+        name = f"{hashlib.md5(str(time.time()).encode()).hexdigest()}.bin"
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.http_port, timeout=120)
+        start = time.perf_counter()
+        for offset in range(0, size, chunk):
+            form = {"filename": name, "filesize": size, "offset": offset,
+                    "bin": base64.b64encode(data[offset:offset + chunk]).decode(),
+                    "signature": _sign(token, name, offset)}
+            _expect(conn, "POST", "/file/upload", token, form)
+        up_s = time.perf_counter() - start
+        got = io.BytesIO()
+        start = time.perf_counter()
+        for offset in range(0, size, chunk):
+            form = {"filename": name, "offset": offset, "block-size": chunk,
+                    "signature": _sign(token, name, offset)}
+            got.write(_expect(conn, "POST", "/file/download", token, form))
+        down_s = time.perf_counter() - start
+        conn.close()
+        mb = size / 2 ** 20
+        return {"scenario": "files", "mib": round(mb, 1), "chunk_kib": chunk // 1024,
+                "intact": got.getvalue() == data, "upload_mib_s": round(mb / up_s, 1),
+                "download_mib_s": round(mb / down_s, 1), "copy_mib_s": round(mb / copy_s, 1),
+                "upload_ratio": round(copy_s / up_s, 3), "download_ratio": round(copy_s / down_s, 3)}
+
+
+# --- helpers for the scenarios ----------------------------------------------------------------
+
+FRIENDS = 8
+
+
+def _friend(i: int, k: int, people: int) -> int:
+    """The k-th regular correspondent of user i (never i)."""
+    return (i + 1 + (k * 7919 + i * 31) % (people - 1)) % people
+
+
+class _MessageRows(io.RawIOBase):
+    """COPY text rows, generated as PostgreSQL reads them."""
+
+    def __init__(self, uids: list[str], total: int):
+        self.uids, self.total = uids, total
+        self.rand = random.Random(42)
+        self.seq = [0] * len(uids)
+        self.i = 0
+        self.start = datetime.now() - timedelta(days=365)
+        self.step = 365 * 86400 / max(1, total)
+        self.pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def _rows(self, n: int) -> bytes:
+        lines = []
+        rand, uids, seq, people = self.rand, self.uids, self.seq, len(self.uids)
+        for _ in range(min(n, self.total - self.i)):
+            i = self.i
+            self.i += 1
+            s = rand.randrange(people)
+            r = _friend(s, rand.randrange(FRIENDS), people) if rand.random() < 0.9 else \
+                (s + 1 + rand.randrange(people - 1)) % people
+            seq[s] += 1
+            seq[r] += 1
+            at = (self.start + timedelta(seconds=i * self.step)).strftime("%Y-%m-%d %H:%M:%S")
+            received = "0" if i >= self.total * 0.99 else "1"
+            lines.append(f"b{i}\tmessage {i} {BODY}\t{uids[s]}\t{uids[r]}\t{at}\t{received}\t"
+                         f"{at}+00\tpc\t\t{seq[s]}\t{seq[r]}\n")
+        return "".join(lines).encode()
+
+    def readinto(self, b) -> int:
+        while len(self.pending) < len(b) and self.i < self.total:
+            self.pending += self._rows(2000)
+        n = min(len(b), len(self.pending))
+        b[:n] = self.pending[:n]
+        self.pending = self.pending[n:]
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        buf = bytearray(size if size > 0 else 1 << 20)
+        n = self.readinto(buf)
+        return bytes(buf[:n])
+
+
+def _timed(into: list, fn, *args, **kw):
+    start = time.perf_counter()
+    res = fn(*args, **kw)
+    into.append((time.perf_counter() - start) * 1000)
+    return res
+
+
+def _post(path: str, token: str, body: bytes) -> str:
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n{body.decode()}")
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(port: int, request: str, timeout: float = 30) -> None:
+    """Until the worker answers `request` (gunicorn listens before its worker has loaded the app)."""
+    import socket
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+                s.sendall(request.encode("latin-1"))
+                if s.recv(4096).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"gunicorn did not answer on {port}")
+
+
+def _wrk(port: int, request: str, duration: float, connections: int) -> dict:
+    head, _, body = request.partition("\r\n\r\n")
+    lines = head.split("\r\n")
+    headers = {k: v.strip() for k, v in (line.split(":", 1) for line in lines[1:]) if k != "Content-Length"}
+    path = lines[0].split(" ")[1]
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n' +
+                      "".join(f'wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n' for k, v in headers.items()))
+    try:
+        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, int(duration))}s", "-s",
+                              str(script), f"http://127.0.0.1:{port}{path}"],
+                             capture_output=True, text=True, timeout=duration + 30).stdout
+    finally:
+        script.unlink()
+    per_s = float(out.split("Requests/sec:")[1].split()[0])
+    errors = 0
+    if "Non-2xx" in out:
+        errors = int(out.split("Non-2xx or 3xx responses:")[1].split()[0])
+    return {"load": "wrk", "per_s": per_s, "errors": errors}
+
+
+def _sign(token: str, name: str, offset: int) -> str:
+    return hmac.new(token.encode(), f"{name}\n{offset}".encode(), hashlib.sha256).hexdigest()
+
+
+def _expect(conn: http.client.HTTPConnection, method: str, path: str, token: str, form: dict) -> bytes:
+    from urllib.parse import urlencode
+    conn.request(method, path, urlencode(form), {"Authorization": f"Bearer {token}",
+                                                  "Content-Type": "application/x-www-form-urlencoded"})
+    resp = conn.getresponse()
+    body = resp.read()
+    if resp.status != 200:
+        raise RuntimeError(f"{path}: {resp.status} {body[:200]!r}")
+    return body
+
+
+def hello(environ, start_response):
+    """The hello-world WSGI app the http scenario compares against (same gunicorn worker)."""
+    body = b'{"type":"text","result":"hello"}'
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+# --- command line -----------------------------------------------------------------------------
+
+def run(bench: Bench, opts, scenario: str) -> list[dict]:
+    tiny = opts.tiny
+    if scenario == "conns":
+        return [bench.conns(opts.conns, hold=4 if tiny else 30, pwd_logins=min(opts.conns, 1000))]
+    if scenario == "chat":
+        return [bench.chat(int(rate), opts.pairs, opts.duration) for rate in opts.rates.split(",")]
+    if scenario == "fanout":
+        return [bench.fanout(opts.members, opts.fanout_rate, opts.duration)]
+    if scenario == "offline":
+        return [bench.offline(opts.offline, opts.pairs, page=100 if tiny else 1000)]
+    if scenario == "history":
+        return [bench.history(opts.history_rows, queries=20 if tiny else 500)]
+    if scenario == "http":
+        return [bench.http(1 if tiny else opts.duration, 4 if tiny else 64)]
+    return [bench.files(opts.file_mib * 2 ** 20 if not tiny else 256 * 1024, 1 << 20 if not tiny else 64 * 1024)]
 
 
 def print_table(results: list[dict]) -> None:
-    print(f"\n{'scenario':10} {'figures'}")
+    print(f"\n{'scenario':10} figures")
     for r in results:
         keys = {k: v for k, v in r.items() if k != "scenario"}
         print(f"{r['scenario']:10} {json.dumps(keys)}")
 
 
 def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        return worker_main(sys.argv[2])
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scenario", default="all", choices=["all", "chat", "conns", "http"])
+    p.add_argument("--scenario", default="all", help=f"all or a comma list of {','.join(SCENARIOS)}")
     p.add_argument("--database-url", default="")
-    p.add_argument("--rates", default="1000,2000,5000")
+    p.add_argument("--rates", default="1000,2000,5000", help="chat: offered msgs/s, comma separated")
     p.add_argument("--pairs", type=int, default=50)
     p.add_argument("--duration", type=float, default=10.0)
-    p.add_argument("--conns", type=int, default=5000)
-    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2))
-    p.add_argument("--tiny", action="store_true", help="smallest sizes (smoke test)")
+    p.add_argument("--conns", type=int, default=19000)
+    p.add_argument("--members", type=int, default=500)
+    p.add_argument("--fanout-rate", type=float, default=200, help="group messages/s")
+    p.add_argument("--offline", type=int, default=100_000, help="messages to offline users")
+    p.add_argument("--history-rows", type=int, default=10_000_000)
+    p.add_argument("--file-mib", type=int, default=100)
+    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2),
+                   help="driver processes (cores given to the driver)")
+    p.add_argument("--tiny", action="store_true", help="every scenario at a tiny size (smoke test)")
     opts = p.parse_args()
     if opts.tiny:
         opts.rates, opts.pairs, opts.duration, opts.conns = "50", 2, 1.0, 20
+        opts.members, opts.fanout_rate, opts.offline, opts.history_rows = 5, 20, 200, 5000
+    chosen = SCENARIOS if opts.scenario == "all" else opts.scenario.split(",")
+    unknown = set(chosen) - set(SCENARIOS)
+    if unknown:
+        p.error(f"unknown scenario {', '.join(sorted(unknown))}")
     bench = Bench(opts)
     results = []
     try:
-        if opts.scenario in ("all", "conns"):
-            results.append(bench.conns(opts.conns, hold=2 if opts.tiny else 20))
-        if opts.scenario in ("all", "chat"):
-            for rate in [int(r) for r in opts.rates.split(",")]:
-                results.append(bench.chat(rate, opts.pairs, opts.duration))
-        if opts.scenario in ("all", "http"):
-            results.append(bench.http(50 if opts.tiny else 2000))
-        for r in results:
-            print(json.dumps(r), flush=True)
+        for scenario in chosen:
+            for r in run(bench, opts, scenario):
+                results.append(r)
+                print(json.dumps(r), flush=True)
         print_table(results)
     finally:
         bench.close()
