@@ -237,8 +237,6 @@ def test_admin_broadcast_reaches_users_on_every_node(cluster):
         assert got["body"] == "drill"
 
 
-@pytest.mark.skip(reason="GET /admin/online (im/web/admin.py) reports only its own node; in "
-                         "cluster mode it should show router.counts()['nodes']")
 def test_admin_online_counts_every_node(cluster):
     jack, rose = cluster.users(2)
     cluster.connect(jack, cluster.a), cluster.connect(rose, cluster.b)
