@@ -4,6 +4,7 @@ Every key is typed and bounded; an unknown key or a bad value raises ConfigError
 and the server refuses to start.
 """
 
+import ipaddress
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -37,7 +38,7 @@ class Config:
     tls_cert: str = _key("", doc="PEM certificate; with tls_key, TCP and HTTP speak TLS")
     tls_key: str = _key("", doc="PEM private key")
     admin_key: str = _key("", doc="bearer key of the admin API; empty = admin API off")
-    admin_allow: list = _key(None, doc="addresses allowed to use the admin API")
+    admin_allow: list = _key(None, doc="addresses or networks (CIDR) allowed to use the admin API")
     redis_url: str = _key("", doc="empty = single node; set = cluster mode")
     node_id: str = _key("", doc="this node's name in a cluster; empty = host name + port")
     timezone: str = _key("UTC", doc="timezone of the times on the wire")
@@ -147,6 +148,11 @@ def load(path: str | None = None, env: dict | None = None, overrides: dict | Non
         raise ConfigError(f"config key 'log_level': bad value {cfg.log_level!r}")
     if bool(cfg.tls_cert) != bool(cfg.tls_key):
         raise ConfigError("config keys 'tls_cert' and 'tls_key' must be set together")
+    for entry in cfg.admin_allow:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(f"config key 'admin_allow': {entry!r} is not an address or network") from None
     for key in ("tls_cert", "tls_key"):
         if getattr(cfg, key) and not os.access(getattr(cfg, key), os.R_OK):
             raise ConfigError(f"config key {key!r}: cannot read {getattr(cfg, key)}")

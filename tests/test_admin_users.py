@@ -147,3 +147,14 @@ def test_admin_api_is_hidden_from_other_addresses(make_server):
     srv = make_server(admin_allow="10.9.9.9")
     assert_error(admin_call(srv, "POST", "/users", {"uid": fresh(), "pwd": PW}), 404, "not_found")
     assert_error(admin_call(srv, "GET", "/users/x"), 404, "not_found")
+
+
+@pytest.mark.parametrize("addr,allowed,ok", [
+    ("127.0.0.1", ["127.0.0.1", "::1"], True), ("::1", ["127.0.0.1", "::1"], True),
+    ("::ffff:127.0.0.1", ["127.0.0.1"], True), ("10.1.2.3", ["10.0.0.0/8"], True),
+    ("10.1.2.3", ["127.0.0.1"], False), ("11.0.0.1", ["10.0.0.0/8"], False), ("", ["127.0.0.1"], False),
+    ("fe80::1", ["fe80::/10"], True), ("junk", ["0.0.0.0/0"], False),
+])
+def test_admin_allow_takes_addresses_and_networks(addr, allowed, ok):
+    from im.web.admin import address_allowed
+    assert address_allowed(addr, allowed) is ok

@@ -94,7 +94,7 @@ def test_missing_or_broken_file(tmp_path):
     ("max_frame_bytes", "10"), ("login_timeout_s", "0"), ("idle_timeout_s", "nan"),
     ("idle_timeout_s", "inf"), ("require_friendship", "maybe"), ("token_ttl_s", "59"),
     ("kdf_cost", "3"), ("kdf_cost", "21"), ("log_level", "LOUD"), ("timezone", "Mars/Olympus"),
-    ("login_failures_per_addr", "-1"),
+    ("login_failures_per_addr", "-1"), ("admin_allow", "10.0.0.1, localhost"), ("admin_allow", "10.0.0.0/33"),
 ])
 def test_bad_environment_value_names_the_key(key, value):
     with pytest.raises(ConfigError, match=key):

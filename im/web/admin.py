@@ -4,6 +4,7 @@ With no key configured, or from an address not allowed, every admin path answers
 """
 
 import hmac
+import ipaddress
 from functools import wraps
 
 from flask import Blueprint, request
@@ -21,11 +22,22 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 MAX_BULK = 1000
 
 
+def address_allowed(addr: str, allowed: list[str]) -> bool:
+    """Is `addr` one of the `admin_allow` addresses or networks? An IPv4 client of a dual-stack
+    listener shows as ::ffff:a.b.c.d and counts as a.b.c.d."""
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    ip = getattr(ip, "ipv4_mapped", None) or ip
+    return any(ip in ipaddress.ip_network(entry, strict=False) for entry in allowed)
+
+
 def admin_required(fn):
     @wraps(fn)
     def wrapper(*args, **kwargs):
         cfg = runtime.cfg
-        if not cfg.admin_key or (request.remote_addr or "") not in cfg.admin_allow:
+        if not cfg.admin_key or not address_allowed(request.remote_addr or "", cfg.admin_allow):
             raise ImError("not_found", "not found")
         token = bearer_token() or ""
         if not hmac.compare_digest(token.encode(), cfg.admin_key.encode()):
