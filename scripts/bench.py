@@ -61,22 +61,35 @@ def percentiles(values: list[float]) -> dict:
     return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "max": round(values[-1], 3)}
 
 
-def postgres_pids() -> list[int]:
-    return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+def postmaster(dsn: str) -> psutil.Process | None:
+    """The PostgreSQL server holding `dsn`, if it runs on this machine (parent of our backend)."""
+    import psycopg2
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            return psutil.Process(psutil.Process(cur.fetchone()[0]).ppid())
+    except psutil.Error:
+        return None
+    finally:
+        conn.close()
 
 
 class CpuMeter:
-    """CPU seconds used by the server process and by PostgreSQL's processes."""
+    """CPU seconds used by the server process and by its PostgreSQL cluster's processes (not
+    by other clusters on the machine)."""
 
-    def __init__(self, server_pid: int):
+    def __init__(self, server_pid: int, dsn: str):
         self.server = psutil.Process(server_pid)
+        self.postmaster = postmaster(dsn)
 
-    @staticmethod
-    def _pg() -> float:
+    def _pg(self) -> float:
+        if self.postmaster is None:
+            return 0.0
         total = 0.0
-        for pid in postgres_pids():
+        for proc in [self.postmaster, *self.postmaster.children()]:
             try:
-                t = psutil.Process(pid).cpu_times()
+                t = proc.cpu_times()
                 total += t.user + t.system
             except psutil.Error:
                 pass
@@ -383,7 +396,7 @@ class Bench:
         config = {"log_level": "WARNING", "max_outbox_frames": 100000}
         self.server = ImServer(self.db, **config).start()
         self.admin = Http(self.server.base_url, ADMIN_KEY)
-        self.cpu = CpuMeter(self.server.proc.pid)
+        self.cpu = CpuMeter(self.server.proc.pid, self.db)
         self.cores = max(1, opts.workers)
         self.tag = f"{int(time.time()) % 100000}"
 
