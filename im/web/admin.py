@@ -115,5 +115,8 @@ def online():
 @bp.post("/broadcast")
 @admin_required
 def broadcast():
+    """Store a message from `system` per target, delivered live by whichever process holds
+    each session. `delivered`: the targets this process saw online (every node's in cluster
+    mode; 0 from a gunicorn worker beside `im tcp` without Redis, which sees no sessions)."""
     params = json_params()
     return json_response(broadcast_feature.broadcast(params.get("to"), params.get("body")))
