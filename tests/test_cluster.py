@@ -234,6 +234,7 @@ def test_admin_broadcast_reaches_users_on_every_node(cluster):
     assert (result["stored"], result["delivered"]) == (2, 2)
     for conn in (jack_a, rose_b):
         _, got = conn.wait(MESSAGE, **{"from": "system"})
+        conn.assert_silent(0.5, match=MESSAGE)  # each node delivers to its own sessions, once
         assert got["body"] == "drill"
 
 
