@@ -80,12 +80,12 @@ def parse_body(msgtype: int, data: bytes) -> dict:
     if not data:
         return {}
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise FrameError("bad_request", "body is not valid UTF-8", msgtype) from None
-    try:
-        body = orjson.loads(text)
+        body = orjson.loads(data)  # checks UTF-8 itself: no decode on the hot path
     except orjson.JSONDecodeError:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FrameError("bad_request", "body is not valid UTF-8", msgtype) from None
         raise FrameError("bad_request", "body is not valid JSON", msgtype) from None
     if not isinstance(body, dict):
         raise FrameError("bad_request", "body is not a JSON object", msgtype)
@@ -121,7 +121,7 @@ class FrameDecoder:
                 end = pos + HEADER.size + length
                 if len(buf) < end:
                     break
-                data = bytes(buf[pos + HEADER.size:end])
+                data = buf[pos + HEADER.size:end]
                 pos = end
                 try:
                     yield Frame(msgtype, parse_body(msgtype, data))

@@ -1,6 +1,7 @@
 """Process life of `im serve` / `im tcp`: start the runtime and servers, wait for a signal,
 drain gracefully (PROTOCOL.md §5); SIGHUP reloads what can change without a restart."""
 
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -33,6 +34,7 @@ def run(cfg, with_http: bool, load_config: Callable[[], config.Config] | None = 
         where += f", HTTP on {cfg.http_host}:{http.server_port}"
     if ops is not None:
         where += f", metrics on {cfg.http_host}:{ops.server_port}"
+    _tune_gc()
     print(f"im: listening: {where}; database: {runtime.database_label}", flush=True)
     log.info("serving: %s", where)
 
@@ -51,6 +53,15 @@ def run(cfg, with_http: bool, load_config: Callable[[], config.Config] | None = 
     runtime.stop()
     log.info("stopped")
     return 0
+
+
+def _tune_gc() -> None:
+    """Keep start-up objects (modules, caches) out of every later collection and collect the
+    young generation less often: the hot path allocates many short-lived objects, and each
+    collection pauses every session."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
 
 
 def _start_http(cfg):

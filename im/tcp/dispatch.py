@@ -19,7 +19,7 @@ FREE_MSGID = {protocol.IM_MESSAGE_ACK, protocol.IM_HEARTBEAT}
 def dispatch(conn, frame: protocol.Frame) -> None:
     started = time.perf_counter()
     _dispatch(conn, frame)
-    metrics.HANDLER_SECONDS.labels(metrics.type_name(frame.msgtype)).observe(time.perf_counter() - started)
+    metrics.handler_seconds(frame.msgtype).observe(time.perf_counter() - started)
 
 
 def _dispatch(conn, frame: protocol.Frame) -> None:
