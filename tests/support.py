@@ -60,7 +60,8 @@ class ImServer:
         self.workdir = short_tmpdir("ims")
         self.config = {"admin_key": ADMIN_KEY, "kdf_cost": 6, "data_dir": self.workdir,
                        "database_url": database_url, "tcp_host": "127.0.0.1",
-                       "http_host": "127.0.0.1", "log_level": "INFO", **config}
+                       "http_host": "127.0.0.1", "log_level": "INFO",
+                       "login_failures_per_addr": 0, **config}
         self.proc: subprocess.Popen | None = None
         self.tcp_port = 0
         self.http_port = 0
