@@ -168,7 +168,7 @@ def exchange(client: Client, data: bytes) -> list[tuple[int, dict]]:
 
 # --- TCP ----------------------------------------------------------------------------------
 
-@fuzz(250)
+@fuzz(150)
 @given(frames)
 def test_random_and_mutated_frames_after_login(target, msgtype_and_body):
     msgtype, data = msgtype_and_body
@@ -229,7 +229,7 @@ def assert_json_answer(status: int, body, what: str) -> None:
         assert body["type"] == "error" and body["code"] in CODES and isinstance(body["err"], str), body
 
 
-@fuzz(300)
+@fuzz(200)
 @given(st.sampled_from(QIDS), bodies(QID_FIELDS))
 def test_qid_parameters(target, name, params):
     http = target.server.http(target.http_token())

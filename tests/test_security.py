@@ -234,10 +234,9 @@ class FileUser:
 
 
 @pytest.fixture
-def files_server(make_server, make_users):
-    srv = make_server()
-    jack, rose = make_users(2, srv=srv)
-    return srv, FileUser(srv, jack), FileUser(srv, rose), Path(srv.workdir) / "files"
+def files_server(server, make_users):
+    jack, rose = make_users(2)
+    return server, FileUser(server, jack), FileUser(server, rose), Path(server.workdir) / "files"
 
 
 TRAVERSALS = ["../server.log", "..%2Fserver.log", "/etc/passwd", "a/../../server.log", "....//x",
