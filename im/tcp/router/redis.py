@@ -10,10 +10,12 @@ cross-process events), `im:n:<node>` (frames and kicks for that node's connectio
 
 Every process keeps a mirror of the other nodes' entries, so looking up a recipient never costs a
 Redis round trip and local deliveries never touch Redis. Frames for remote connections, registry
-updates and events go through one ordered queue, flushed once per event-loop turn in one pipeline
-on a dedicated connection (raw RESP: redis-py's per-command overhead would dominate the cost of a
-cross-node message), with the frames for one node in one publish. Registry updates are Lua scripts that compare the
-owning node, so a stale node can never remove or overwrite a newer login's entry.
+updates and events go through one ordered queue, flushed once per event-loop turn in one write
+on a dedicated connection, with the frames for one node in one publish. That connection and the
+subscription speak RESP through `Resp` (redis-py connects and authenticates them): redis-py's
+per-command and per-message overhead cost more than the rest of a cross-node message. Registry
+updates are Lua scripts that compare the owning node, so a stale node can never remove or
+overwrite a newer login's entry.
 
 Event handlers (`registry.on_event`) run in every process and act on that process's own sessions:
 while one runs, `connections` and `deliver` see local connections only. Elsewhere they see the
@@ -111,6 +113,76 @@ if #gone > 0 then
 end
 return #gone
 """
+
+
+class Resp:
+    """RESP2 over a connected socket: packed commands out, parsed replies in (several per read)."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+        self.pos = 0    # parsed up to here
+        self.start = 0  # the reply being parsed starts here
+
+    @staticmethod
+    def pack(commands: list[tuple]) -> bytes:
+        out = []
+        for args in commands:
+            out.append(b"*%d\r\n" % len(args))
+            for arg in args:
+                if isinstance(arg, str):
+                    arg = arg.encode("utf-8", "surrogatepass")
+                elif isinstance(arg, int):
+                    arg = b"%d" % arg
+                out.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
+        return b"".join(out)
+
+    def send(self, commands: list[tuple]) -> None:
+        self.sock.sendall(self.pack(commands))
+
+    def reply(self):
+        """The next reply: int, bytes, None, list, or a ResponseError (returned, not raised).
+        A timeout mid-reply leaves it to be parsed again from its start."""
+        self.start = self.pos
+        try:
+            return self._parse()
+        except BaseException:
+            self.pos = self.start
+            raise
+
+    def _fill(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise redis.ConnectionError("connection closed by redis")
+        self.buf = self.buf[self.start:] + data
+        self.pos -= self.start
+        self.start = 0
+
+    def _parse(self):
+        end = self.buf.find(b"\r\n", self.pos)
+        while end < 0:
+            self._fill()
+            end = self.buf.find(b"\r\n", self.pos)
+        kind, value = self.buf[self.pos:self.pos + 1], self.buf[self.pos + 1:end]
+        self.pos = end + 2
+        if kind == b"$":
+            n = int(value)
+            if n < 0:
+                return None
+            while len(self.buf) < self.pos + n + 2:
+                self._fill()
+            self.pos += n + 2
+            return self.buf[self.pos - n - 2:self.pos - 2]
+        if kind == b":":
+            return int(value)
+        if kind in (b"*", b">"):
+            n = int(value)
+            return None if n < 0 else [self._parse() for _ in range(n)]
+        if kind == b"+":
+            return value
+        if kind == b"-":
+            return redis.ResponseError(value.decode(errors="replace"))
+        raise redis.ConnectionError(f"unexpected reply {kind!r}")
 
 
 def node_channel(node: str) -> bytes:
@@ -215,13 +287,14 @@ class RedisRouter(Router):
         super().__init__(node)
         self.sessions = sessions
         self.origin = node.encode()
-        options = {"socket_connect_timeout": 2, "retry": Retry(NoBackoff(), 0)}
+        options = {"socket_connect_timeout": 2, "retry": Retry(NoBackoff(), 0), "protocol": 2}
         self.redis = redis.Redis.from_url(redis_url, socket_timeout=5, **options)
         self.sub_redis = redis.Redis.from_url(redis_url, socket_timeout=None,
                                               socket_keepalive=True, **options)
         self.scripts = {name: (text, hashlib.sha1(text.encode()).hexdigest()) for name, text in
                         (("set", SET_ENTRY), ("del", DEL_ENTRY), ("reap", REAP))}
         self.conn = self.redis.connection_pool.make_connection()  # the flusher's own
+        self.resp: Resp | None = None  # over self.conn's socket while connected
         self.remote: dict[str, dict[str, tuple[str, str]]] = {}  # uid → res → (node, show)
         self.up = False
         self.ready = Event()  # the mirror has been loaded once
@@ -358,18 +431,15 @@ class RedisRouter(Router):
 
     def _execute(self, commands: list[tuple]) -> list:
         """Send the commands in one write and read every reply (an error reply is returned)."""
-        conn = self.conn
         try:
-            conn.send_packed_command(conn.pack_commands(commands))
-            results = []
-            for _ in commands:
-                try:
-                    results.append(conn.read_response())
-                except redis.ResponseError as err:
-                    results.append(err)
-            return results
+            if self.resp is None:
+                self.conn.connect()
+                self.resp = Resp(self.conn._sock)
+            self.resp.send(commands)
+            return [self.resp.reply() for _ in commands]
         except BaseException:
-            conn.disconnect()
+            self.resp = None
+            self.conn.disconnect()
             raise
 
     # --- cross-process events -----------------------------------------------------------
@@ -391,52 +461,54 @@ class RedisRouter(Router):
     def _subscribe_loop(self) -> None:
         delay = 0.2
         while True:
-            pubsub = self.sub_redis.pubsub()
+            conn = self.sub_redis.connection_pool.make_connection()
             try:
-                self._subscribe(pubsub)
+                conn.connect()
+                resp = Resp(conn._sock)
+                self._subscribe(resp)
                 self._connected()
                 delay = 0.2
-                self._listen(pubsub)
+                self._listen(resp)
             except gevent.GreenletExit:
-                pubsub.close()
+                conn.disconnect()
                 raise
             except Exception as err:  # whatever broke, start over: reconnect and resync
                 if not isinstance(err, (redis.RedisError, OSError)):
                     log.exception("redis subscription failed")
                 self._lost(err)
-            pubsub.close()
+            conn.disconnect()
             gevent.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    def _subscribe(self, pubsub) -> None:
+    def _subscribe(self, resp: Resp) -> None:
         """Subscribe and wait until Redis confirms, so that loading the mirror afterwards
         cannot miss a change published in between."""
         channels = (REG, EVENTS, node_channel(self.node_id))
-        pubsub.subscribe(*channels)
-        confirmed, deadline = 0, time.monotonic() + NODE_TTL_S
+        resp.sock.settimeout(NODE_TTL_S)
+        resp.send([("SUBSCRIBE", *channels)])
+        confirmed = 0
         while confirmed < len(channels):
-            message = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
-            if message is None:
-                raise redis.ConnectionError("subscription not confirmed")
-            if message["type"] == "message":
-                self._on_message(message["channel"], message["data"])
-            confirmed += message["type"] == "subscribe"
+            reply = resp.reply()
+            if reply[0] == b"message":
+                self._on_message(reply[1], reply[2])
+            confirmed += reply[0] == b"subscribe"
 
-    def _listen(self, pubsub) -> None:
+    def _listen(self, resp: Resp) -> None:
         """Handle messages until Redis is lost (here or by another greenlet); an idle link is
         pinged, and one silent for long counts as lost."""
+        resp.sock.settimeout(HEARTBEAT_S)
         last_seen = time.monotonic()
         while self.up:
-            message = pubsub.get_message(timeout=HEARTBEAT_S)
-            now = time.monotonic()
-            if message is not None:
-                last_seen = now
-                if message["type"] == "message":
-                    self._on_message(message["channel"], message["data"])
-            elif now - last_seen > NODE_TTL_S:
-                raise redis.ConnectionError("subscription silent, reconnecting")
-            else:
-                pubsub.ping()
+            try:
+                reply = resp.reply()
+            except TimeoutError:
+                if time.monotonic() - last_seen > NODE_TTL_S:
+                    raise redis.ConnectionError("subscription silent, reconnecting") from None
+                resp.send([("PING",)])
+                continue
+            last_seen = time.monotonic()
+            if reply[0] == b"message":
+                self._on_message(reply[1], reply[2])
 
     def _connected(self) -> None:
         """(Re)subscribed: reload the mirror, re-register this node's sessions, resume."""
@@ -580,6 +652,7 @@ class RedisRouter(Router):
             self._command(lambda: ("DEL", f"im:node:{self.node_id}"))
             self._command(lambda: ("SREM", NODES, self.node_id))
         self.flush()
+        self.resp = None
         self.conn.disconnect()
         self.redis.close()
         self.sub_redis.close()
