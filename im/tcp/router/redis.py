@@ -223,6 +223,23 @@ class FrameBatch:
                          struct.pack(">I", len(self.targets)), *self.targets))
 
 
+class NodeMessage:
+    """The frames for one node queued in one event-loop turn: one publish, one pub/sub read
+    there. A frame sent to several of the node's connections in a row is packed once."""
+    __slots__ = ("batches",)
+
+    def __init__(self):
+        self.batches: list[FrameBatch] = []
+
+    def add(self, data: bytes, uid: str, res: str) -> None:
+        if not self.batches or self.batches[-1].data is not data:
+            self.batches.append(FrameBatch(data))
+        self.batches[-1].add(uid, res)
+
+    def pack(self) -> bytes:
+        return b"".join([batch.pack() for batch in self.batches])
+
+
 def unpack(message: bytes):
     """Yield ("F", frame, [(uid, res)]) and ("K", uid, res, reason) ops of a node message."""
     pos, end = 0, len(message)
@@ -299,7 +316,7 @@ class RedisRouter(Router):
         self.up = False
         self.ready = Event()  # the mirror has been loaded once
         self._queue: list = []  # ordered: (kind, callable → command args, on_result | None)
-        self._open: dict[str, FrameBatch] = {}  # node → batch still accepting frames
+        self._open: dict[str, NodeMessage] = {}  # node → message still accepting frames
         self._pending_events: deque = deque(maxlen=MAX_PENDING_EVENTS)
         self._wake = Event()
         self._greenlets: list = []
@@ -386,13 +403,13 @@ class RedisRouter(Router):
         """Queue a frame for a connection on another node; False while Redis is unreachable."""
         if not self.up:
             return False
-        batch = self._open.get(node)
-        if batch is None or batch.data is not data:
-            batch = self._open[node] = FrameBatch(data)
+        message = self._open.get(node)
+        if message is None:
+            message = self._open[node] = NodeMessage()
             channel = node_channel(node)
-            self._queue.append(("frames", lambda: ("PUBLISH", channel, batch.pack()), None))
+            self._queue.append(("frames", lambda: ("PUBLISH", channel, message.pack()), None))
             self._wake.set()
-        batch.add(uid, res)
+        message.add(data, uid, res)
         return True
 
     def kick_remote(self, node: str, uid: str, res: str, reason: str) -> None:
