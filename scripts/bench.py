@@ -160,8 +160,25 @@ def frames(buf: bytearray):
     del buf[:pos]
 
 
-def login(sock, uid: str, res: str, token: str = "", pwd: str = "") -> bytearray:
-    """Log a raw socket in; returns the bytes read past the login ACK."""
+class Retry(Exception):
+    """The server answered `unavailable` (e.g. its pool is busy in a login storm): try again."""
+
+
+def login(sock, uid: str, res: str, token: str = "", pwd: str = "", retries: dict | None = None) -> bytearray:
+    """Log a raw socket in (again after a short pause while the server answers `unavailable`,
+    counted in retries["n"]); returns the bytes read past the login ACK."""
+    import gevent
+    for attempt in range(20):
+        try:
+            return _login_once(sock, uid, res, token, pwd)
+        except Retry:
+            if retries is not None:
+                retries["n"] += 1
+            gevent.sleep(0.05 * (attempt + 1))
+    raise RuntimeError(f"{uid}: login unavailable 20 times")
+
+
+def _login_once(sock, uid: str, res: str, token: str, pwd: str) -> bytearray:
     import orjson
     cred = {"token": token} if token else {"pwd": pwd}
     sock.sendall(protocol.encode(protocol.IM_LOGIN, {"msgid": "l", "uid": uid, "res": res, **cred}))
@@ -174,6 +191,8 @@ def login(sock, uid: str, res: str, token: str = "", pwd: str = "") -> bytearray
         for msgtype, raw in frames(buf):
             body = orjson.loads(raw) if raw else {}
             if msgtype == protocol.IM_MESSAGE_ACK and body.get("type") == str(protocol.IM_LOGIN):
+                if body.get("code") == "unavailable":
+                    raise Retry()
                 if "code" in body:
                     raise RuntimeError(f"login failed: {body}")
                 return buf
@@ -317,17 +336,18 @@ def worker_conns(job: dict) -> dict:
     """Password logins (connect, log in, close), then token logins held idle for `hold` s."""
     import gevent
     from gevent.pool import Pool
-    pool = Pool(200)
+    pool = Pool(job["concurrency"])
     socks = []
+    retries = {"n": 0}
 
     def pwd_login(user: dict) -> None:
         s = _connect(job, job["source"])
-        login(s, user["uid"], "p", pwd=PASSWORD)
+        login(s, user["uid"], "p", pwd=PASSWORD, retries=retries)
         s.close()
 
     def token_login(user: dict) -> None:
         s = _connect(job, job["source"])
-        login(s, user["uid"], "t", token=user["token"])
+        login(s, user["uid"], "t", token=user["token"], retries=retries)
         socks.append(s)
     start = time.perf_counter()
     pool.map(pwd_login, job["pwd_users"])
@@ -342,7 +362,7 @@ def worker_conns(job: dict) -> dict:
         gevent.sleep(0.2)
     for s in socks:
         s.close()
-    return {"opened": len(socks), "pwd": len(job["pwd_users"]), "pwd_s": pwd_s,
+    return {"opened": len(socks), "pwd": len(job["pwd_users"]), "pwd_s": pwd_s, "retries": retries["n"],
             "token_s": token_s, "cpu": time.process_time()}
 
 
@@ -440,7 +460,7 @@ class Bench:
         procs = max(1, (n + 4999) // 5000)  # ≤ 5,000 sockets per driver process
         ready_dir = Path(tempfile.mkdtemp(prefix="benchc"))
         jobs = [self.job(users=people[w::procs], pwd_users=people[:pwd_logins][w::procs],
-                         source=f"127.0.0.{2 + w % 250}", hold=hold,
+                         source=f"127.0.0.{2 + w % 250}", hold=hold, concurrency=max(1, 200 // procs),
                          ready=str(ready_dir / f"w{w}")) for w in range(procs)]
         with ThreadPoolExecutor(1) as pool:
             running = pool.submit(run_workers, "conns", jobs)
@@ -458,6 +478,7 @@ class Bench:
                 "rss_kib_per_conn": round((rss1 - rss0) / 1024 / max(1, opened), 1),
                 "server_rss_mib": round(rss1 / 2 ** 20, 1),
                 "token_logins_per_s": round(opened / max(r["token_s"] for r in results), 1),
+                "logins_retried": sum(r["retries"] for r in results),
                 "pwd_logins_per_s": round(pwd_logins / max(1e-6, max(r["pwd_s"] for r in results)), 1),
                 "idle_server_cpu_pct": round(w.server / idle * 100, 2),
                 "idle_postgres_cpu_pct": round(w.pg / idle * 100, 2)}
