@@ -16,6 +16,10 @@ log = logging.getLogger("im.runtime")
 
 cfg: config_mod.Config = None  # type: ignore[assignment]
 db: db_mod.Pool = None  # type: ignore[assignment]
+# reserved for the batch writers (chat messages, receipts): logins, QIDs and uploads that
+# exhaust `db` under overload must not make acknowledged-message writes wait or fail
+writer_db: db_mod.Pool = None  # type: ignore[assignment]
+WRITER_POOL_SIZE = 2
 router = None
 tcp_server = None  # the TcpServer, in processes that host TCP sessions
 database_label = ""
@@ -61,10 +65,12 @@ def start(c: config_mod.Config, listen: bool = False, sessions: bool = False,
     `im tcp`, gunicorn workers — their caches must see invalidations); a CLI command only
     publishes. `sessions`: this process also hosts TCP sessions (`im serve`, `im tcp`).
     """
-    global cfg, db, router
+    global cfg, db, writer_db, router
     cfg = c
     db_mod.make_cooperative()
-    db = db_mod.Pool(_database_url(c), size=c.db_pool_size, timeout=c.db_timeout_s)
+    url = _database_url(c)
+    db = db_mod.Pool(url, size=c.db_pool_size, timeout=c.db_timeout_s)
+    writer_db = db_mod.Pool(url, size=WRITER_POOL_SIZE, timeout=c.db_timeout_s)
     _apply_schema()
     registry.load_features()
     if with_router:
@@ -101,6 +107,8 @@ def stop() -> None:
         router.close()
     if db is not None:
         db.close()
+    if writer_db is not None:
+        writer_db.close()
     if _embedded is not None:
         _embedded.stop()
         _embedded = None

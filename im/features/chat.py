@@ -217,7 +217,7 @@ def _store(messages: list[Message]) -> None:
     for attempt in range(MAX_ATTEMPTS):
         stamp = now()
         try:
-            with runtime.db.transaction() as cur:
+            with runtime.writer_db.transaction() as cur:
                 stored_direct = _store_direct(cur, direct, stamp) if direct else 0
                 stored_group = _store_group(cur, group, stamp) if group else 0
             metrics.MESSAGES_STORED.labels("chat").inc(stored_direct)

@@ -59,7 +59,7 @@ def _write(batch: list[tuple]) -> None:
         else:
             by_kind[receipt[0]].append(receipt[1:])
     try:
-        with runtime.db.transaction() as cur:
+        with runtime.writer_db.transaction() as cur:
             for kind, rows in by_kind.items():
                 store.mark_received(cur, kind, rows)
             if upto:
