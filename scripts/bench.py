@@ -712,7 +712,7 @@ class Bench:
             proc.wait(15)
 
     # 7. files
-    def files(self, size: int, chunk: int) -> dict:
+    def files(self, size: int, chunk: int, multipart: bool = True) -> dict:
         token = self.users(1, "u")[0]["token"]
         data = os.urandom(size)
         tmp = Path(tempfile.mkdtemp(prefix="benchf"))
@@ -733,7 +733,7 @@ class Bench:
             form = {"filename": name, "filesize": size, "offset": offset,
                     "bin": base64.b64encode(data[offset:offset + chunk]).decode(),
                     "signature": _sign(token, name, offset)}
-            _expect(conn, "POST", "/file/upload", token, form)
+            _expect(conn, "POST", "/file/upload", token, form, multipart)
         up_s = time.perf_counter() - start
         got = io.BytesIO()
         start = time.perf_counter()
@@ -745,6 +745,7 @@ class Bench:
         conn.close()
         mb = size / 2 ** 20
         return {"scenario": "files", "mib": round(mb, 1), "chunk_kib": chunk // 1024,
+                "upload_form": "multipart" if multipart else "urlencoded",
                 "intact": got.getvalue() == data, "upload_mib_s": round(mb / up_s, 1),
                 "download_mib_s": round(mb / down_s, 1), "copy_mib_s": round(mb / copy_s, 1),
                 "upload_ratio": round(copy_s / up_s, 3), "download_ratio": round(copy_s / down_s, 3)}
@@ -867,10 +868,23 @@ def _sign(token: str, name: str, offset: int) -> str:
     return hmac.new(token.encode(), f"{name}\n{offset}".encode(), hashlib.sha256).hexdigest()
 
 
-def _expect(conn: http.client.HTTPConnection, method: str, path: str, token: str, form: dict) -> bytes:
+def _multipart(form: dict) -> tuple[bytes, str]:
+    """A multipart/form-data body: a base64 chunk needs no percent-encoding there (an
+    urlencoded 1 MiB chunk is percent-decoded in Python by the server: ~5 MiB/s)."""
+    boundary = "bench" + hashlib.md5(str(time.time()).encode()).hexdigest()
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+             for k, v in form.items()]
+    return ("".join(parts) + f"--{boundary}--\r\n").encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def _expect(conn: http.client.HTTPConnection, method: str, path: str, token: str, form: dict,
+            multipart: bool = False) -> bytes:
     from urllib.parse import urlencode
-    conn.request(method, path, urlencode(form), {"Authorization": f"Bearer {token}",
-                                                  "Content-Type": "application/x-www-form-urlencoded"})
+    if multipart:
+        body, kind = _multipart(form)
+    else:
+        body, kind = urlencode(form).encode(), "application/x-www-form-urlencoded"
+    conn.request(method, path, body, {"Authorization": f"Bearer {token}", "Content-Type": kind})
     resp = conn.getresponse()
     body = resp.read()
     if resp.status != 200:
