@@ -471,14 +471,14 @@ class Bench:
             conn.close()
 
     # 1. conns
-    def conns(self, n: int, hold: float, pwd_logins: int) -> dict:
+    def conns(self, n: int, hold: float, pwd_logins: int, heartbeat_s: float = 30) -> dict:
         people = self.users(n, "k")
         rss0 = self.cpu.server.memory_info().rss
         procs = max(1, (n + 4999) // 5000)  # ≤ 5,000 sockets per driver process
         ready_dir = Path(tempfile.mkdtemp(prefix="benchc"))
         jobs = [self.job(users=people[w::procs], pwd_users=people[:pwd_logins][w::procs],
                          source=f"127.0.0.{2 + w % 250}", hold=hold, concurrency=max(1, 200 // procs),
-                         heartbeat_s=30,
+                         heartbeat_s=heartbeat_s,
                          ready=str(ready_dir / f"w{w}")) for w in range(procs)]
         with ThreadPoolExecutor(1) as pool:
             running = pool.submit(run_workers, "conns", jobs)
@@ -498,7 +498,8 @@ class Bench:
                 "token_logins_per_s": round(opened / max(r["token_s"] for r in results), 1),
                 "logins_retried": sum(r["retries"] for r in results),
                 "pwd_logins_per_s": round(pwd_logins / max(1e-6, max(r["pwd_s"] for r in results)), 1),
-                "idle_server_cpu_pct": round(w.server / idle * 100, 2),  # heartbeats every 30 s
+                "heartbeat_s": heartbeat_s, "idle_server_cpu_pct": round(w.server / idle * 100, 2),
+                "server_us_per_heartbeat": round(w.server / max(1, idle * opened / heartbeat_s) * 1e6, 1),
                 "idle_postgres_cpu_pct": round(w.pg / idle * 100, 2)}
 
     # 2. chat
@@ -904,7 +905,8 @@ def hello(environ, start_response):
 def run(bench: Bench, opts, scenario: str) -> list[dict]:
     tiny = opts.tiny
     if scenario == "conns":
-        return [bench.conns(opts.conns, hold=4 if tiny else 30, pwd_logins=min(opts.conns, 1000))]
+        return [bench.conns(opts.conns, hold=4 if tiny else 30, pwd_logins=min(opts.conns, 1000),
+                            heartbeat_s=opts.heartbeat_s)]
     if scenario == "chat":
         return [bench.chat(int(rate), opts.pairs, opts.duration) for rate in opts.rates.split(",")]
     if scenario == "fanout":
@@ -935,6 +937,7 @@ def main() -> int:
     p.add_argument("--pairs", type=int, default=50)
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--conns", type=int, default=19000)
+    p.add_argument("--heartbeat-s", type=float, default=30, help="conns: each connection's heartbeat period")
     p.add_argument("--members", type=int, default=500)
     p.add_argument("--fanout-rate", type=float, default=200, help="group messages/s")
     p.add_argument("--offline", type=int, default=100_000, help="messages to offline users")
