@@ -129,9 +129,9 @@ def driver_figures(results: list[dict], wall: float, cores: int) -> dict:
     return {"driver_cpu_share": round(share, 2), "driver_bound": share > 0.9}
 
 
-def run_workers(kind: str, jobs: list[dict]) -> list[dict]:
-    """Run `bench.py --worker kind` once per job, in parallel; their JSON results."""
-    procs = [subprocess.Popen([sys.executable, __file__, "--worker", kind], stdin=subprocess.PIPE,
+def run_workers(kind: str, jobs: list[dict], script: str = __file__) -> list[dict]:
+    """Run `<script> --worker kind` once per job, in parallel; their JSON results."""
+    procs = [subprocess.Popen([sys.executable, script, "--worker", kind], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True) for _ in jobs]
     for p, job in zip(procs, jobs):
         p.stdin.write(json.dumps(job))

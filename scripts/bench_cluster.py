@@ -11,14 +11,13 @@ the rounds, the cross/same CPU ratio and the load average, so that a noisy machi
     python scripts/bench_cluster.py --tiny          # the smoke test's size
 
 Reuses scripts/bench.py: its users and tokens, its raw-socket sender and receiver, CPU meter and
-percentiles; the driver processes are this script run as `bench_cluster.py --worker`.
+percentiles; the driver processes are this script run as `bench_cluster.py --worker cluster`.
 """
 
 import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -58,21 +57,6 @@ def worker_main() -> int:
     monkey.patch_all()
     sys.stdout.write(json.dumps(worker(json.loads(sys.stdin.read()))))
     return 0
-
-
-def run_workers(jobs: list[dict]) -> list[dict]:
-    procs = [subprocess.Popen([sys.executable, __file__, "--worker"], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True) for _ in jobs]
-    for p, job in zip(procs, jobs):
-        p.stdin.write(json.dumps(job))
-        p.stdin.close()
-    results = []
-    for p in procs:
-        out = p.stdout.read()
-        if p.wait() != 0 or not out.strip():
-            raise RuntimeError(f"cluster driver exited with {p.returncode}")
-        results.append(json.loads(out))
-    return results
 
 
 # --- the controlling process ----------------------------------------------------------------
@@ -135,7 +119,7 @@ class ClusterBench(bench.Bench):
                  "per_pair": rate / pairs, "timeout": duration + 60} for w in range(procs)]
         s0, p0, r0 = self.cpu.sample()
         start = time.perf_counter()
-        results = run_workers(jobs)
+        results = bench.run_workers("cluster", jobs, script=__file__)
         wall = time.perf_counter() - start
         s1, p1, r1 = self.cpu.sample()
         received = sum(r["received"] for r in results)
@@ -178,7 +162,7 @@ def summary(phases: list[dict]) -> dict:
 
 
 def main() -> int:
-    if sys.argv[1:] == ["--worker"]:
+    if sys.argv[1:] == ["--worker", "cluster"]:
         return worker_main()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--database-url", default="")
