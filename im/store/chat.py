@@ -62,14 +62,19 @@ def update_mailboxes(cur, last: dict[str, int], given: dict[str, int]) -> None:
 
 # --- 1:1 messages ----------------------------------------------------------------------
 
-def existing_messages(cur, keys: list[Key]) -> dict[Key, tuple[int, datetime]]:
-    """Already stored 1:1 messages among `keys`: key → (from_seq, indb_time)."""
-    cur.execute("""SELECT m.msgfrom, m.msgid, m.from_seq, m.indb_time
-                   FROM tp_im_message m
-                   JOIN unnest(%s::text[], %s::text[]) AS k(msgfrom, msgid)
-                     ON m.msgfrom = k.msgfrom AND m.msgid = k.msgid""",
+def _existing(cur, table: str, seq: str, keys: list[Key]) -> dict[Key, tuple[int, datetime]]:
+    """Already stored rows of `table` among `keys`: key → (the `seq` column, indb_time)."""
+    cur.execute(f"""SELECT m.msgfrom, m.msgid, m.{seq}, m.indb_time
+                    FROM {table} m
+                    JOIN unnest(%s::text[], %s::text[]) AS k(msgfrom, msgid)
+                      ON m.msgfrom = k.msgfrom AND m.msgid = k.msgid""",
                 (texts(k[0] for k in keys), texts(k[1] for k in keys)))
     return {(r[0], r[1]): (r[2], r[3]) for r in cur.fetchall()}
+
+
+def existing_messages(cur, keys: list[Key]) -> dict[Key, tuple[int, datetime]]:
+    """Already stored 1:1 messages among `keys`: key → (from_seq, indb_time)."""
+    return _existing(cur, "tp_im_message", "from_seq", keys)
 
 
 def insert_messages(cur, rows: list[tuple], stamp: datetime) -> int:
@@ -104,12 +109,7 @@ def update_groups(cur, last: dict[str, int]) -> None:
 
 def existing_group_messages(cur, keys: list[Key]) -> dict[Key, tuple[int, datetime]]:
     """Already stored group messages among `keys`: key → (seq, indb_time)."""
-    cur.execute("""SELECT m.msgfrom, m.msgid, m.seq, m.indb_time
-                   FROM tp_im_message_group m
-                   JOIN unnest(%s::text[], %s::text[]) AS k(msgfrom, msgid)
-                     ON m.msgfrom = k.msgfrom AND m.msgid = k.msgid""",
-                (texts(k[0] for k in keys), texts(k[1] for k in keys)))
-    return {(r[0], r[1]): (r[2], r[3]) for r in cur.fetchall()}
+    return _existing(cur, "tp_im_message_group", "seq", keys)
 
 
 def insert_group_messages(cur, rows: list[tuple], stamp: datetime) -> int:
@@ -136,15 +136,15 @@ def advance_group_given(cur, rows: list[tuple[str, str, int]]) -> None:
 
 # --- receipts --------------------------------------------------------------------------
 
-RECEIPT_TABLES = {"message": "tp_im_message", "roster": "tp_im_roster_req",
-                  "group": "tp_im_group_req"}
+RECEIPT_TABLES = {"roster": "tp_im_roster_req", "group": "tp_im_group_req"}
 
 
 def mark_received(cur, kind: str, rows: list[tuple[str, str, str | None]]) -> int:
     """Set RECEIVED = 1 on the `kind` rows addressed to `msgto` with `msgid` (from `msgfrom`
     when it is not None): rows of (msgto, msgid, msgfrom)."""
-    table = RECEIPT_TABLES[kind]
-    cur.execute(f"""UPDATE {table} t SET received = 1
+    if kind == "message":
+        return _mark_messages(cur, rows)
+    cur.execute(f"""UPDATE {RECEIPT_TABLES[kind]} t SET received = 1
                     FROM unnest(%s::text[], %s::text[], %s::text[]) AS v(msgto, msgid, msgfrom)
                     WHERE t.msgto = v.msgto AND t.msgid = v.msgid
                       AND (v.msgfrom IS NULL OR t.msgfrom = v.msgfrom) AND t.received = 0""",
@@ -152,13 +152,51 @@ def mark_received(cur, kind: str, rows: list[tuple[str, str, str | None]]) -> in
     return cur.rowcount
 
 
+def _mark_messages(cur, rows: list[tuple[str, str, str | None]]) -> int:
+    """1:1 receipts: by primary key when the sender is named, else among the recipient's
+    messages after its received_seq (no index covers (msgto, msgid))."""
+    named = [r for r in rows if r[2] is not None]
+    unnamed = [r for r in rows if r[2] is None]
+    count = 0
+    if named:
+        cur.execute("""UPDATE tp_im_message t SET received = 1
+                       FROM unnest(%s::text[], %s::text[], %s::text[]) AS v(msgto, msgid, msgfrom)
+                       WHERE t.msgfrom = v.msgfrom AND t.msgid = v.msgid AND t.msgto = v.msgto
+                         AND t.received = 0""",
+                    (texts(r[0] for r in named), texts(r[1] for r in named),
+                     texts(r[2] for r in named)))
+        count += cur.rowcount
+    if unnamed:
+        cur.execute("""UPDATE tp_im_message t SET received = 1
+                       FROM unnest(%s::text[], %s::text[]) AS v(msgto, msgid)
+                       JOIN im_mailbox b ON b.uid = v.msgto
+                       WHERE t.msgto = v.msgto AND t.to_seq > b.received_seq
+                         AND t.msgid = v.msgid AND t.received = 0""",
+                    (texts(r[0] for r in unnamed), texts(r[1] for r in unnamed)))
+        count += cur.rowcount
+    return count
+
+
 def mark_received_upto(cur, rows: list[tuple[str, int]]) -> int:
     """Set RECEIVED = 1 on the 1:1 messages to `msgto` up to mailbox position `upto`, never
-    past the mailbox's given_seq (§6.12): rows of (msgto, upto)."""
-    cur.execute("""UPDATE tp_im_message t SET received = 1
-                   FROM unnest(%s::text[], %s::bigint[]) AS v(msgto, upto)
-                   JOIN im_mailbox b ON b.uid = v.msgto
-                   WHERE t.msgto = v.msgto AND t.to_seq <= LEAST(v.upto, b.given_seq)
+    past the mailbox's given_seq (§6.12), and raise received_seq to match: rows of (msgto, upto).
+
+    The mailboxes are locked first (in uid order, like the chat writer, and before any message
+    row), so given_seq cannot move; the second statement's snapshot then sees every message up
+    to it, and none is left unmarked below the new received_seq."""
+    upto = dict(rows)
+    cur.execute("SELECT uid, received_seq, given_seq FROM im_mailbox WHERE uid = ANY(%s::text[]) "
+                "ORDER BY uid FOR UPDATE", (texts(sorted(upto)),))
+    moves = [(uid, lo, min(upto[uid], given)) for uid, lo, given in cur.fetchall()
+             if min(upto[uid], given) > lo]
+    if not moves:
+        return 0
+    cur.execute("""WITH v AS (SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[])
+                              AS v(uid, lo, hi)),
+                        raised AS (UPDATE im_mailbox m SET received_seq = v.hi FROM v
+                                   WHERE m.uid = v.uid)
+                   UPDATE tp_im_message t SET received = 1 FROM v
+                   WHERE t.msgto = v.uid AND t.to_seq > v.lo AND t.to_seq <= v.hi
                      AND t.received = 0""",
-                (texts(r[0] for r in rows), ints(r[1] for r in rows)))
+                (texts(m[0] for m in moves), ints(m[1] for m in moves), ints(m[2] for m in moves)))
     return cur.rowcount

@@ -6,6 +6,8 @@ the recipient, `from_seq` of the sender), group messages by (gid, seq).
 
 from datetime import datetime
 
+from im.store import chat
+
 MSG_COLS = "msgid, msgfrom, from_res, msgto, indb_time, msg"
 MSG_NAMES = ("msgid", "from", "from_res", "to", "time", "body", "seq")
 GROUP_NAMES = ("msgid", "from", "to", "time", "body", "seq")
@@ -20,7 +22,9 @@ def _rows(cur, names: tuple[str, ...]) -> list[dict]:
 def unreceived(cur, uid: str, limit: int) -> list[dict]:
     """Messages to uid not yet marked received, in mailbox order."""
     cur.execute(f"""SELECT {MSG_COLS}, to_seq FROM tp_im_message
-                    WHERE msgto = %s AND received = 0 ORDER BY to_seq LIMIT %s""", (uid, limit))
+                    WHERE msgto = %(u)s AND received = 0 AND to_seq > (
+                          SELECT received_seq FROM im_mailbox WHERE uid = %(u)s)
+                    ORDER BY to_seq LIMIT %(n)s""", {"u": uid, "n": limit})
     return _rows(cur, MSG_NAMES)
 
 
@@ -44,18 +48,15 @@ def raise_given(cur, uid: str, seq: int) -> None:
 
 def mark_received_upto(cur, uid: str, seq: int) -> int:
     """Mark received the messages to uid up to position min(seq, given_seq)."""
-    cur.execute("""UPDATE tp_im_message SET received = 1
-                   WHERE msgto = %(u)s AND received = 0 AND to_seq <= LEAST(%(s)s,
-                         (SELECT given_seq FROM im_mailbox WHERE uid = %(u)s))""",
-                {"u": uid, "s": seq})
-    return cur.rowcount
+    return chat.mark_received_upto(cur, [(uid, seq)])
 
 
 def mark_received_before(cur, uid: str, before: datetime) -> int:
     """Mark received the messages to uid stored before `before`, up to given_seq."""
     cur.execute("""UPDATE tp_im_message SET received = 1
-                   WHERE msgto = %(u)s AND received = 0 AND indb_time < %(t)s
-                     AND to_seq <= (SELECT given_seq FROM im_mailbox WHERE uid = %(u)s)""",
+                   FROM im_mailbox b
+                   WHERE b.uid = %(u)s AND msgto = %(u)s AND to_seq > b.received_seq
+                     AND to_seq <= b.given_seq AND received = 0 AND indb_time < %(t)s""",
                 {"u": uid, "t": before})
     return cur.rowcount
 
