@@ -1,5 +1,10 @@
-"""One client connection: a reader greenlet that decodes and dispatches frames in order, and
-one writer greenlet that drains a bounded outbox, coalescing queued frames into one send.
+"""One client connection: a reader greenlet that decodes and dispatches frames in order.
+
+Frames are written straight from the sending greenlet with a non-blocking send while nothing is
+queued; only when the socket would block (or under TLS) do they go to a bounded outbox, drained
+by a writer greenlet spawned for the occasion (one at a time) that coalesces queued frames into
+one send and exits once the outbox is empty. An idle connection thus holds one greenlet, and its
+idle/login deadline is one lazy timer re-armed only when it fires, not a timer per recv.
 """
 
 import logging
@@ -8,7 +13,6 @@ import time
 from collections import deque
 
 import gevent
-from gevent.event import Event
 
 from im import protocol, registry
 from im.protocol import FrameDecoder, FrameError, encode
@@ -20,9 +24,14 @@ log = logging.getLogger("im.tcp")
 MAX_BAD_FRAMES = 20
 READ_SIZE = 65536
 WRITE_BATCH = 512
+FOREVER = float("inf")
 
 
 class Connection:
+    __slots__ = ("sock", "addr", "server", "cfg", "uid", "res", "token_hash", "_presence",
+                 "login_failures", "bad_frames", "state", "_out", "_closing", "_writer",
+                 "close_reason", "_send_now", "_deadline", "_timer", "__weakref__")
+
     def __init__(self, sock, addr, server):
         self.sock = sock
         self.addr = addr[0] if isinstance(addr, tuple) else str(addr)
@@ -36,10 +45,13 @@ class Connection:
         self.bad_frames = 0
         self.state: dict = {}  # per-feature state of this session
         self._out: deque = deque()
-        self._wake = Event()
         self._closing = False
         self._writer = None
         self.close_reason = ""
+        # the underlying non-blocking socket's send; None under TLS (the writer does it all)
+        self._send_now = sock._sock.send if server.tls is None else None
+        self._deadline = 0.0
+        self._timer = None
 
     def __repr__(self) -> str:
         return f"<Connection {self.uid or '-'}/{self.res or '-'} {self.addr}>"
@@ -60,7 +72,8 @@ class Connection:
         return self.send_raw(encode(msgtype, body))
 
     def send_raw(self, data: bytes) -> bool:
-        """Queue an encoded frame; a full outbox disconnects the slow client."""
+        """Send an encoded frame, or queue it behind those queued; a full outbox disconnects
+        the slow client."""
         if self._closing:
             return False
         if len(self._out) >= self.cfg.max_outbox_frames:
@@ -68,10 +81,29 @@ class Connection:
             self.server.stats["outbox_drops"] += 1
             self.abort("outbox_full")
             return False
-        self._out.append(data)
         self.server.stats["out", data[4:8]] += 1  # frames by type, for im/metrics.py
-        self._wake.set()
+        if self._writer is None and self._send_now is not None:
+            data = self._try_send(data)
+            if not data:
+                return not self._closing
+        self._out.append(data)
+        if self._writer is None:
+            self._writer = gevent.spawn(self._write_loop)
         return True
+
+    def _try_send(self, data: bytes) -> bytes:
+        """Send what the socket takes without blocking; the rest, for the writer."""
+        try:
+            sent = self._send_now(data)
+        except BlockingIOError:
+            return data
+        except OSError:
+            self.abort("reset")
+            return b""
+        if sent == len(data):
+            self.server.stats["frames_out"] += 1
+            return b""
+        return data[sent:]
 
     def ack(self, msgtype: int, msgid: str, **fields) -> None:
         body = {"type": str(msgtype), "msgid": msgid, "time": fmt(now())}
@@ -94,7 +126,8 @@ class Connection:
         if not self._closing:
             self.close_reason = reason
             self._closing = True
-            self._wake.set()
+            if self._writer is None:  # else the writer shuts down once it has flushed
+                self._shutdown()
 
     def abort(self, reason: str) -> None:
         """Close now, dropping what is queued."""
@@ -116,38 +149,33 @@ class Connection:
             pass
 
     def _write_loop(self) -> None:
+        """Drain the outbox, then exit (shutting the socket down if the connection closes)."""
         out, sock = self._out, self.sock
         try:
-            while True:
-                self._wake.wait()
-                self._wake.clear()
-                while out:
-                    n = min(len(out), WRITE_BATCH)
-                    data = out.popleft() if n == 1 else b"".join([out.popleft() for _ in range(n)])
-                    sock.sendall(data)
-                    self.server.stats["frames_out"] += n
-                if self._closing:
-                    break
+            while out:
+                n = min(len(out), WRITE_BATCH)
+                data = out.popleft() if n == 1 else b"".join([out.popleft() for _ in range(n)])
+                sock.sendall(data)
+                self.server.stats["frames_out"] += n
         except OSError:
-            pass
-        finally:
             self._closing = True
-            self._shutdown()
+        finally:
+            self._writer = None
+            if self._closing:
+                self._shutdown()
 
     # --- reading (this connection's greenlet) ------------------------------------------
     def run(self) -> None:
-        self._writer = gevent.spawn(self._write_loop)
         decoder = FrameDecoder(self.cfg.max_frame_bytes)
+        idle = self.cfg.idle_timeout_s
         login_deadline = time.monotonic() + self.cfg.login_timeout_s
+        self._deadline = min(login_deadline, time.monotonic() + idle)
+        self.sock.settimeout(None)  # the deadline timer below bounds the waits
+        self._arm(self._deadline - time.monotonic())
         try:
             while not self._closing:
-                timeout = self.cfg.idle_timeout_s
-                if self.uid is None:
-                    timeout = min(timeout, login_deadline - time.monotonic())
-                    if timeout <= 0:
-                        raise TimeoutError()
-                self.sock.settimeout(timeout)
                 data = self.sock.recv(READ_SIZE)
+                self._deadline = FOREVER  # a slow handler is not silence
                 if not data:
                     self.close_reason = self.close_reason or "closed"
                     break
@@ -160,12 +188,30 @@ class Connection:
                         self.server.stats["frames_in"] += 1
                         self.server.stats["in", item.msgtype] += 1
                         dispatch(self, item)
-        except TimeoutError:
-            self.close_reason = "login_timeout" if self.uid is None else "idle_timeout"
+                self._deadline = time.monotonic() + idle
+                if self.uid is None:
+                    self._deadline = min(self._deadline, login_deadline)
         except OSError:
             self.close_reason = self.close_reason or "reset"
         finally:
             self._finish()
+
+    def _arm(self, seconds: float) -> None:
+        self._timer = gevent.get_hub().loop.timer(max(0.0, seconds))
+        self._timer.start(self._on_timer)
+
+    def _on_timer(self) -> None:
+        """At the deadline (in the hub): re-arm if there was activity since, else close; a
+        connection still not closed `shutdown_timeout_s` later (a stuck writer) is aborted."""
+        if self._closing:
+            self.abort(self.close_reason)
+            return
+        remaining = self._deadline - time.monotonic()
+        if remaining > 0:
+            self._arm(remaining)
+            return
+        self.close("login_timeout" if self.uid is None else "idle_timeout")
+        self._arm(self.cfg.shutdown_timeout_s)
 
     def _bad_frame(self, err: FrameError) -> None:
         self.error(err.msgtype, "", err.code, err.text)
@@ -182,6 +228,8 @@ class Connection:
 
     def _finish(self) -> None:
         self.close(self.close_reason or "closed")
+        if self._timer is not None:
+            self._timer.close()
         if self.uid is not None:
             self.server.router.detach(self)
             for hook in registry.DISCONNECT_HOOKS:
@@ -191,9 +239,10 @@ class Connection:
                     log.exception("disconnect hook failed for %s", self)
             log.info("connection closed uid=%s res=%s addr=%s reason=%s",
                      self.uid, self.res, self.addr, self.close_reason)
-        if self._writer is not None:
-            self._writer.join(timeout=self.cfg.shutdown_timeout_s)
-            self._writer.kill(block=False)
+        writer = self._writer
+        if writer is not None:
+            writer.join(timeout=self.cfg.shutdown_timeout_s)
+            writer.kill(block=False)
         try:
             self.sock.close()
         except OSError:
