@@ -66,10 +66,14 @@ CREATE TABLE IF NOT EXISTS im_mailbox (
     last_seq  bigint NOT NULL DEFAULT 0,
     given_seq bigint NOT NULL DEFAULT 0
 );
--- received_seq: every 1:1 message to uid up to this position is RECEIVED (a lower bound, raised
--- by marks `upto`/`seq`); the unreceived fetch starts after it instead of using a partial index
--- on `received`, which would make every receipt a non-HOT update of all the message's indexes.
-ALTER TABLE im_mailbox ADD COLUMN IF NOT EXISTS received_seq bigint NOT NULL DEFAULT 0;
+-- Every 1:1 message to uid up to received_seq is RECEIVED (a lower bound, raised by marks
+-- `upto`/`seq`; no row = 0). The unreceived fetch starts after it instead of using a partial
+-- index on `received`, which would make every receipt a non-HOT update of all the message's
+-- indexes. Its own table, so that receipts never wait for the chat writer's mailbox locks.
+CREATE TABLE IF NOT EXISTS im_received (
+    uid          varchar(50) PRIMARY KEY,
+    received_seq bigint NOT NULL
+);
 
 -- 1.1 user roster header
 CREATE TABLE IF NOT EXISTS tp_im_roster (
@@ -121,7 +125,7 @@ CREATE TABLE IF NOT EXISTS tp_im_message (
 CREATE UNIQUE INDEX IF NOT EXISTS idx_tp_im_message_msgto_seq ON tp_im_message (msgto, to_seq);
 CREATE INDEX IF NOT EXISTS idx_tp_im_message_msgfrom_seq ON tp_im_message (msgfrom, from_seq);
 -- No index mentions `received`, and pages keep room, so a receipt is a HOT update (no index
--- entry written); unreceived messages are found after im_mailbox.received_seq.
+-- entry written); unreceived messages are found after im_received.received_seq.
 DROP INDEX IF EXISTS idx_tp_im_message_unreceived;
 DROP INDEX IF EXISTS idx_tp_im_message_msgto_msgid;
 ALTER TABLE tp_im_message SET (fillfactor = 80);

@@ -60,10 +60,10 @@ def _write(batch: list[tuple]) -> None:
             by_kind[receipt[0]].append(receipt[1:])
     try:
         with runtime.writer_db.transaction() as cur:
-            if upto:  # first: it locks mailboxes, which must come before any message row
-                store.mark_received_upto(cur, sorted(upto.items()))
             for kind, rows in by_kind.items():
                 store.mark_received(cur, kind, rows)
+            if upto:
+                store.mark_received_upto(cur, sorted(upto.items()))
     except ImError as err:
         log.warning("%d receipts not written: %s", len(batch), err.code)
 

@@ -154,7 +154,7 @@ def mark_received(cur, kind: str, rows: list[tuple[str, str, str | None]]) -> in
 
 def _mark_messages(cur, rows: list[tuple[str, str, str | None]]) -> int:
     """1:1 receipts: by primary key when the sender is named, else among the recipient's
-    messages after its received_seq (no index covers (msgto, msgid))."""
+    messages after its im_received.received_seq (no index covers (msgto, msgid))."""
     named = [r for r in rows if r[2] is not None]
     unnamed = [r for r in rows if r[2] is None]
     count = 0
@@ -169,8 +169,8 @@ def _mark_messages(cur, rows: list[tuple[str, str, str | None]]) -> int:
     if unnamed:
         cur.execute("""UPDATE tp_im_message t SET received = 1
                        FROM unnest(%s::text[], %s::text[]) AS v(msgto, msgid)
-                       JOIN im_mailbox b ON b.uid = v.msgto
-                       WHERE t.msgto = v.msgto AND t.to_seq > b.received_seq
+                       LEFT JOIN im_received r ON r.uid = v.msgto
+                       WHERE t.msgto = v.msgto AND t.to_seq > COALESCE(r.received_seq, 0)
                          AND t.msgid = v.msgid AND t.received = 0""",
                     (texts(r[0] for r in unnamed), texts(r[1] for r in unnamed)))
         count += cur.rowcount
@@ -179,24 +179,30 @@ def _mark_messages(cur, rows: list[tuple[str, str, str | None]]) -> int:
 
 def mark_received_upto(cur, rows: list[tuple[str, int]]) -> int:
     """Set RECEIVED = 1 on the 1:1 messages to `msgto` up to mailbox position `upto`, never
-    past the mailbox's given_seq (§6.12), and raise received_seq to match: rows of (msgto, upto).
+    past the mailbox's given_seq (§6.12), and raise im_received to match: rows of (msgto, upto).
 
-    The mailboxes are locked first (in uid order, like the chat writer, and before any message
-    row), so given_seq cannot move; the second statement's snapshot then sees every message up
-    to it, and none is left unmarked below the new received_seq."""
-    upto = dict(rows)
-    cur.execute("SELECT uid, received_seq, given_seq FROM im_mailbox WHERE uid = ANY(%s::text[]) "
-                "ORDER BY uid FOR UPDATE", (texts(sorted(upto)),))
-    moves = [(uid, lo, min(upto[uid], given)) for uid, lo, given in cur.fetchall()
-             if min(upto[uid], given) > lo]
-    if not moves:
+    The bound is read in the marking statement's snapshot, which holds every message up to
+    given_seq, so none is left unmarked below the new received_seq. im_received rows are
+    locked last and in uid order (after any message row), so receipt writers cannot deadlock."""
+    cur.execute("""WITH b AS (
+                       SELECT v.uid, COALESCE(r.received_seq, 0) AS lo,
+                              LEAST(v.upto, m.given_seq) AS hi
+                       FROM unnest(%s::text[], %s::bigint[]) AS v(uid, upto)
+                       JOIN im_mailbox m ON m.uid = v.uid
+                       LEFT JOIN im_received r ON r.uid = v.uid),
+                   marked AS (
+                       UPDATE tp_im_message t SET received = 1 FROM b
+                       WHERE t.msgto = b.uid AND t.to_seq > b.lo AND t.to_seq <= b.hi
+                         AND t.received = 0 RETURNING 1)
+                   SELECT b.uid, b.hi, (SELECT count(*) FROM marked) FROM b
+                   WHERE b.hi > b.lo ORDER BY b.uid""",
+                (texts(r[0] for r in rows), ints(r[1] for r in rows)))
+    raised = cur.fetchall()
+    if not raised:
         return 0
-    cur.execute("""WITH v AS (SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[])
-                              AS v(uid, lo, hi)),
-                        raised AS (UPDATE im_mailbox m SET received_seq = v.hi FROM v
-                                   WHERE m.uid = v.uid)
-                   UPDATE tp_im_message t SET received = 1 FROM v
-                   WHERE t.msgto = v.uid AND t.to_seq > v.lo AND t.to_seq <= v.hi
-                     AND t.received = 0""",
-                (texts(m[0] for m in moves), ints(m[1] for m in moves), ints(m[2] for m in moves)))
-    return cur.rowcount
+    cur.execute("""INSERT INTO im_received (uid, received_seq)
+                   SELECT * FROM unnest(%s::text[], %s::bigint[])
+                   ON CONFLICT (uid) DO UPDATE
+                   SET received_seq = GREATEST(im_received.received_seq, excluded.received_seq)""",
+                (texts(r[0] for r in raised), ints(r[1] for r in raised)))
+    return raised[0][2]

@@ -22,8 +22,8 @@ def _rows(cur, names: tuple[str, ...]) -> list[dict]:
 def unreceived(cur, uid: str, limit: int) -> list[dict]:
     """Messages to uid not yet marked received, in mailbox order."""
     cur.execute(f"""SELECT {MSG_COLS}, to_seq FROM tp_im_message
-                    WHERE msgto = %(u)s AND received = 0 AND to_seq > (
-                          SELECT received_seq FROM im_mailbox WHERE uid = %(u)s)
+                    WHERE msgto = %(u)s AND received = 0 AND to_seq > COALESCE(
+                          (SELECT received_seq FROM im_received WHERE uid = %(u)s), 0)
                     ORDER BY to_seq LIMIT %(n)s""", {"u": uid, "n": limit})
     return _rows(cur, MSG_NAMES)
 
@@ -54,8 +54,8 @@ def mark_received_upto(cur, uid: str, seq: int) -> int:
 def mark_received_before(cur, uid: str, before: datetime) -> int:
     """Mark received the messages to uid stored before `before`, up to given_seq."""
     cur.execute("""UPDATE tp_im_message SET received = 1
-                   FROM im_mailbox b
-                   WHERE b.uid = %(u)s AND msgto = %(u)s AND to_seq > b.received_seq
+                   FROM im_mailbox b LEFT JOIN im_received r ON r.uid = b.uid
+                   WHERE b.uid = %(u)s AND msgto = %(u)s AND to_seq > COALESCE(r.received_seq, 0)
                      AND to_seq <= b.given_seq AND received = 0 AND indb_time < %(t)s""",
                 {"u": uid, "t": before})
     return cur.rowcount
