@@ -138,6 +138,19 @@ class Pool:
                         pass
                 raise
 
+    @contextmanager
+    def autocommit(self) -> Iterator[Any]:
+        """`with pool.autocommit() as cur:` for a lone read: no BEGIN and COMMIT round trips
+        (a third of the cost of a one-query transaction)."""
+        with self.connection() as conn:
+            conn.autocommit = True  # client-side flag: no round trip
+            try:
+                with conn.cursor() as cur:
+                    yield cur
+            finally:
+                if not conn.closed and conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+                    conn.autocommit = False  # otherwise _give_back discards the connection
+
     def fetchall(self, sql: str, args: Any = None) -> list[tuple]:
         with self.transaction() as cur:
             cur.execute(sql, args)

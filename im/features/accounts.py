@@ -78,7 +78,7 @@ def authenticate(token) -> tuple[str, bytes]:
     if not isinstance(token, str) or not 0 < len(token) <= 200:
         raise ImError("not_authenticated", "missing or malformed token")
     digest = token_hash(token)
-    with runtime.db.transaction() as cur:
+    with runtime.db.autocommit() as cur:
         owner = store.token_owner(cur, digest)
     if owner is None:
         raise ImError("not_authenticated", "invalid, expired or revoked token")
