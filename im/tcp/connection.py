@@ -210,8 +210,8 @@ class Connection:
             self.abort(self.close_reason)
             return
         remaining = self._deadline - time.monotonic()
-        if remaining > 0:
-            self._arm(remaining)
+        if remaining > 0:  # FOREVER while a handler runs: look again an idle period later
+            self._arm(min(remaining, self.cfg.idle_timeout_s))
             return
         self.close("login_timeout" if self.uid is None else "idle_timeout")
         self._arm(self.cfg.shutdown_timeout_s)
