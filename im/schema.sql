@@ -129,6 +129,8 @@ CREATE INDEX IF NOT EXISTS idx_tp_im_message_msgfrom_seq ON tp_im_message (msgfr
 DROP INDEX IF EXISTS idx_tp_im_message_unreceived;
 DROP INDEX IF EXISTS idx_tp_im_message_msgto_msgid;
 ALTER TABLE tp_im_message SET (fillfactor = 80);
+-- receipts by msgid without `from` (the design document's receipt form) must not scan a mailbox
+CREATE INDEX IF NOT EXISTS idx_tp_im_message_to_msgid ON tp_im_message (msgto, msgid);
 -- conversation history between two users (QID_IM_GET_ROSTER_MSG_HISTORY), one per direction
 CREATE INDEX IF NOT EXISTS idx_tp_im_message_pair_to ON tp_im_message (msgto, msgfrom, to_seq);
 CREATE INDEX IF NOT EXISTS idx_tp_im_message_pair_from ON tp_im_message (msgfrom, msgto, from_seq);

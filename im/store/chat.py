@@ -153,8 +153,8 @@ def mark_received(cur, kind: str, rows: list[tuple[str, str, str | None]]) -> in
 
 
 def _mark_messages(cur, rows: list[tuple[str, str, str | None]]) -> int:
-    """1:1 receipts: by primary key when the sender is named, else among the recipient's
-    messages after its im_received.received_seq (no index covers (msgto, msgid))."""
+    """1:1 receipts: by primary key when the sender is named, else by (msgto, msgid) among
+    the recipient's messages after its im_received.received_seq."""
     named = [r for r in rows if r[2] is not None]
     unnamed = [r for r in rows if r[2] is None]
     count = 0
