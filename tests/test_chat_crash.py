@@ -36,15 +36,21 @@ class Sender(threading.Thread):
             pass
 
 
-def test_acked_messages_survive_sigkill(make_server, make_users, connect):
-    srv = make_server()
+def stream_until_acked(srv, make_users, connect, acked: int):
+    """SENDERS clients streaming to rose until `acked` messages are ACKed (or 20 s pass)."""
     *senders, rose = make_users(SENDERS + 1, srv=srv)
     streams = [Sender(connect(uid, srv=srv), rose) for uid in senders]
     for s in streams:
         s.start()
     deadline = time.monotonic() + 20
-    while sum(len(s.acked) for s in streams) < 300 and time.monotonic() < deadline:
+    while sum(len(s.acked) for s in streams) < acked and time.monotonic() < deadline:
         time.sleep(0.02)
+    return senders, rose, streams
+
+
+def test_acked_messages_survive_sigkill(make_server, make_users, connect):
+    srv = make_server()
+    senders, rose, streams = stream_until_acked(srv, make_users, connect, 300)
     srv.kill()
     for s in streams:
         s.join(10)
@@ -72,13 +78,7 @@ def test_acked_messages_survive_sigkill(make_server, make_users, connect):
 
 def test_sigterm_flushes_what_is_queued(make_server, make_users, connect):
     srv = make_server()
-    *senders, rose = make_users(SENDERS + 1, srv=srv)
-    streams = [Sender(connect(uid, srv=srv), rose) for uid in senders]
-    for s in streams:
-        s.start()
-    deadline = time.monotonic() + 20
-    while sum(len(s.acked) for s in streams) < 100 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    senders, rose, streams = stream_until_acked(srv, make_users, connect, 100)
     assert srv.stop() == 0
     for s in streams:
         s.join(10)
