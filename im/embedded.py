@@ -30,4 +30,4 @@ class EmbeddedPostgres:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
-            log.info("embedded PostgreSQL stopped")
+            log.info("embedded PostgreSQL released (stopped if no other process uses it)")
