@@ -1,5 +1,6 @@
 """Time as the contract writes it: "YYYY-MM-DD HH:MM:SS" in the configured timezone."""
 
+import time
 from datetime import datetime, timezone, tzinfo
 from zoneinfo import ZoneInfo
 
@@ -7,13 +8,26 @@ _tz: tzinfo = timezone.utc
 FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
+_now_text: tuple[int, str] = (-1, "")
+
+
 def set_timezone(name: str) -> None:
-    global _tz
+    global _tz, _now_text
     _tz = timezone.utc if name.upper() == "UTC" else ZoneInfo(name)
+    _now_text = (-1, "")
 
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def now_text() -> str:
+    """fmt(now()), formatted once per second: every ACK and heartbeat answer carries it."""
+    global _now_text
+    second = int(time.time())
+    if _now_text[0] != second:
+        _now_text = (second, fmt(datetime.fromtimestamp(second, timezone.utc)))
+    return _now_text[1]
 
 
 def fmt(value: datetime | None) -> str:

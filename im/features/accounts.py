@@ -15,7 +15,7 @@ from im.errors import ImError
 from im.passwords import dummy_hash, hash_password, hash_passwords, verify_password
 from im.registry import LOGIN_HOOKS, on_event, tcp_handler
 from im.store import accounts as store
-from im.timefmt import fmt, now
+from im.timefmt import now, now_text
 
 log = logging.getLogger("im.accounts")
 
@@ -149,7 +149,7 @@ def _kick_local(event: dict) -> None:
 
 @tcp_handler(protocol.IM_HEARTBEAT, auth=False)
 def heartbeat(conn, body: dict) -> None:
-    conn.send(protocol.IM_HEARTBEAT, {"time": fmt(now())})
+    conn.send(protocol.IM_HEARTBEAT, {"time": now_text()})
 
 
 @tcp_handler(protocol.IM_LOGIN, auth=False)

@@ -17,7 +17,7 @@ import gevent
 from im import protocol, registry
 from im.protocol import FrameDecoder, FrameError, encode
 from im.tcp.dispatch import dispatch
-from im.timefmt import fmt, now
+from im.timefmt import now_text
 
 log = logging.getLogger("im.tcp")
 
@@ -109,7 +109,7 @@ class Connection:
         return data[sent:]
 
     def ack(self, msgtype: int, msgid: str, **fields) -> None:
-        body = {"type": str(msgtype), "msgid": msgid, "time": fmt(now())}
+        body = {"type": str(msgtype), "msgid": msgid, "time": now_text()}
         body.update(fields)
         self.send(protocol.IM_MESSAGE_ACK, body)
 
