@@ -35,10 +35,14 @@ CONTACT_HEADER = ("uid", "name", "deptid", "position", "telephone", "cellphone",
 
 # --- QIDs -----------------------------------------------------------------------------------
 
+def _version_text(name: str) -> dict:
+    with runtime.db.transaction() as cur:
+        return shapes.text(store.version(cur, name))
+
+
 @qid("QID_IM_GET_DEPT_VER")
 def get_dept_ver(caller: Caller, params: dict) -> dict:
-    with runtime.db.transaction() as cur:
-        return shapes.text(store.version(cur, "dept"))
+    return _version_text("dept")
 
 
 @qid("QID_IM_GET_DEPT_LIST")
@@ -52,8 +56,7 @@ def get_dept_list(caller: Caller, params: dict) -> dict:
 
 @qid("QID_IM_GET_CONTACTS_VER")
 def get_contacts_ver(caller: Caller, params: dict) -> dict:
-    with runtime.db.transaction() as cur:
-        return shapes.text(store.version(cur, "contacts"))
+    return _version_text("contacts")
 
 
 @qid("QID_IM_GET_CONTACTS_LIST")
