@@ -40,6 +40,17 @@ def befriend(a: Client, b: Client) -> None:
     b.wait(protocol.IM_NOTIFY_ROSTER_ADD, frd=a.uid)
 
 
+def friends_watching(srv, make_users, res: str, watcher_res: str) -> tuple[str, str, Client, Client]:
+    """Two new users logged in and befriended; the second (the watcher) announced presence."""
+    uid, watcher_uid = make_users(2, srv=srv)
+    client, watcher = srv.client(), srv.client()
+    client.login(uid, PASSWORD, res=res)
+    watcher.login(watcher_uid, PASSWORD, res=watcher_res)
+    befriend(client, watcher)
+    watcher.request(PRESENCE, {"type": "online", "show": "online"})
+    return uid, watcher_uid, client, watcher
+
+
 def offline(srv, token: str, **params) -> list[dict]:
     """Every row of QID_IM_GET_OFFLINE_MSG, following `more` with after_seq."""
     http, found, after = srv.http(token), [], params.pop("after_seq", None)
@@ -357,12 +368,7 @@ def churn(srv, uid: str, token: str, cycles: int, first: int) -> None:
 
 def test_thousands_of_sessions_come_and_go_without_leaks(make_server, make_users):
     srv = make_server()
-    jack, watcher = make_users(2, srv=srv)
-    w, j = srv.client(), srv.client()
-    w.login(watcher, PASSWORD, res="watch")
-    j.login(jack, PASSWORD, res="main")
-    befriend(j, w)
-    w.request(PRESENCE, {"type": "online", "show": "online"})
+    jack, watcher, j, w = friends_watching(srv, make_users, "main", "watch")
     token = j.token
 
     def run(cycles: int, first: int) -> None:
@@ -406,12 +412,7 @@ def test_thousands_of_sessions_come_and_go_without_leaks(make_server, make_users
 
 def test_a_client_that_vanishes_without_fin_is_dropped_and_leaves(make_server, make_users):
     srv = make_server(idle_timeout_s=1)
-    jack, rose = make_users(2, srv=srv)
-    phone, r = srv.client(), srv.client()
-    phone.login(jack, PASSWORD, res="phone")
-    r.login(rose, PASSWORD, res="pc")
-    befriend(phone, r)
-    r.request(PRESENCE, {"type": "online", "show": "online"})
+    jack, rose, phone, r = friends_watching(srv, make_users, "phone", "pc")
     phone.request(PRESENCE, {"type": "online", "show": "online"})
     r.wait(PRESENCE, type="online", **{"from": jack})
     # the phone goes into a tunnel: its socket stays open but nothing more arrives from it

@@ -25,6 +25,13 @@ def import_csv(server, kind: str, text: str) -> subprocess.CompletedProcess:
     return run_im(server, kind, "import", str(path))
 
 
+def reader_http(server, make_users):
+    """An HTTP client logged in as a new user with no special rights."""
+    http = server.http()
+    http.login(make_users(1)[0], "pw")
+    return http
+
+
 def version(http, which: str) -> int:
     return int(http.qid(f"QID_IM_GET_{which}_VER")["result"])
 
@@ -46,9 +53,7 @@ def sync(http, ver: int, limit: int = 5000) -> tuple[dict[str, dict], int, list[
 
 
 def test_departments_imported_from_csv(server, make_users):
-    reader, = make_users(1)
-    http = server.http()
-    http.login(reader, "pw")
+    http = reader_http(server, make_users)
     t = tag()
     before = version(http, "DEPT")
     csv = f"deptid,pid,name,ord\n{t}hq,0,Head office,1\n{t}rd,{t}hq,R&D,2\n{t}ops,{t}hq,\"Ops, night\",3\n"
@@ -75,9 +80,7 @@ def test_departments_imported_from_csv(server, make_users):
 
 
 def test_bad_department_rows_are_reported_and_nothing_is_written(server, make_users):
-    reader, = make_users(1)
-    http = server.http()
-    http.login(reader, "pw")
+    http = reader_http(server, make_users)
     t = tag()
     before = version(http, "DEPT")
     csv = (f"deptid,pid,name,ord\n{t}a,0,Fine,1\n{t}b,{t}nowhere,Orphan,1\n{t}c,0,,1\n"
@@ -123,9 +126,7 @@ def test_contacts_full_then_incremental_sync(server, make_users):
 
 
 def test_contacts_pages_never_split_a_version(server, make_users):
-    reader, = make_users(1)
-    http = server.http()
-    http.login(reader, "pw")
+    http = reader_http(server, make_users)
     start = version(http, "CONTACTS")
     bulk = make_users(5)  # one version for all five
     singles = [make_users(1)[0] for _ in range(3)]
