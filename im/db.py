@@ -16,7 +16,6 @@ from collections.abc import Iterator
 
 import psycopg2
 import psycopg2.extensions
-import psycopg2.extras
 from gevent import Timeout
 from gevent.lock import BoundedSemaphore
 
@@ -151,11 +150,6 @@ class Pool:
                 if not conn.closed and conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE:
                     conn.autocommit = False  # otherwise _give_back discards the connection
 
-    def fetchall(self, sql: str, args: Any = None) -> list[tuple]:
-        with self.transaction() as cur:
-            cur.execute(sql, args)
-            return cur.fetchall()
-
     def fetchone(self, sql: str, args: Any = None) -> tuple | None:
         with self.transaction() as cur:
             cur.execute(sql, args)
@@ -181,5 +175,3 @@ class Pool:
         while self._idle:
             self._discard(self._idle.pop()[0])
 
-
-execute_values = psycopg2.extras.execute_values
