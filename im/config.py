@@ -49,6 +49,8 @@ class Config:
     max_body_chars: int = _key(4000, 1, 1_000_000, doc="longest chat body")
     require_friendship: bool = _key(False, doc="1:1 chat only between friends")
     token_ttl_s: int = _key(30 * 86400, 60, 10 * 365 * 86400, doc="session token lifetime")
+    token_cache_s: float = _key(5.0, 0, 3600, doc="trust a checked session token this long "
+                                "(the server's revocations apply at once); 0 = off")
     max_file_bytes: int = _key(100 * 1024 * 1024, 1, 1 << 40, doc="largest uploaded file")
     max_connections: int = _key(20000, 1, 1_000_000, doc="TCP connections served at once")
     login_failures_per_uid_addr: int = _key(10, 0, 1_000_000, doc="failed logins/min per uid+address; 0 = off")

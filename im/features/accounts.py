@@ -10,6 +10,7 @@ import secrets
 from datetime import timedelta
 
 from im import metrics, protocol, runtime, validate
+from im.features import tokens
 from im.protocol import msgid_of
 from im.errors import ImError
 from im.passwords import dummy_hash, hash_password, hash_passwords, verify_password
@@ -78,8 +79,7 @@ def authenticate(token) -> tuple[str, bytes]:
     if not isinstance(token, str) or not 0 < len(token) <= 200:
         raise ImError("not_authenticated", "missing or malformed token")
     digest = token_hash(token)
-    with runtime.db.autocommit() as cur:
-        owner = store.token_owner(cur, digest)
+    owner = tokens.owner(digest)
     if owner is None:
         raise ImError("not_authenticated", "invalid, expired or revoked token")
     if owner[1]:
@@ -196,5 +196,6 @@ def tcp_login(conn, body: dict) -> None:
 def tcp_logout(conn, body: dict) -> None:
     with runtime.db.transaction() as cur:
         store.revoke_token(cur, conn.token_hash)
+    tokens.revoked(conn.token_hash)
     conn.ack(protocol.IM_LOGOUT, msgid_of(body))
     conn.close("logout")

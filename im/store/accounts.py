@@ -72,9 +72,9 @@ def insert_token(cur, token_hash: bytes, uid: str, expires_at: datetime) -> None
                 (token_hash, uid, expires_at))
 
 
-def token_owner(cur, token_hash: bytes) -> tuple[str, bool] | None:
-    """(uid, disabled) of a live token, else None."""
-    cur.execute("""SELECT t.uid, u.disabled FROM im_token t JOIN im_user u ON u.uid = t.uid
+def token_owner(cur, token_hash: bytes) -> tuple[str, bool, datetime] | None:
+    """(uid, disabled, expires_at) of a live token, else None."""
+    cur.execute("""SELECT t.uid, u.disabled, t.expires_at FROM im_token t JOIN im_user u ON u.uid = t.uid
                    WHERE t.token_hash = %s AND NOT t.revoked AND t.expires_at > now()""",
                 (token_hash,))
     return cur.fetchone()
