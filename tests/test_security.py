@@ -131,10 +131,14 @@ def token_works(srv, uid: str, token: str) -> tuple[str, int]:
 def test_an_expired_token_fails_on_tcp_and_http(server, make_users):
     jack, = make_users(1)
     token = server.http().login(jack, PASSWORD)
-    assert token_works(server, jack, token) == ("ok", 200)
-    server.sql("UPDATE im_token SET expires_at = now() - interval '1 second' WHERE token_hash = %s",
-               (hashlib.sha256(token.encode()).digest(),))
-    assert token_works(server, jack, token) == ("auth_failed", 401)
+    digest = hashlib.sha256(token.encode()).digest()
+    server.sql("UPDATE im_token SET expires_at = now() + interval '1.5 seconds' WHERE token_hash = %s",
+               (digest,))
+    assert token_works(server, jack, token) == ("ok", 200)  # checked, hence cached (token_cache_s)
+    (left,) = server.sql("SELECT extract(epoch FROM expires_at - now()) FROM im_token WHERE token_hash = %s",
+                         (digest,))[0]
+    time.sleep(max(0.0, float(left)) + 0.1)
+    assert token_works(server, jack, token) == ("auth_failed", 401)  # at its expiry, cached or not
 
 
 def test_a_password_change_revokes_every_other_token_on_tcp_and_http(server, make_users, connect):
