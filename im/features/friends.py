@@ -2,7 +2,8 @@
 
 Requests are identified by (sender, msgid). A request is forwarded to every logged-in
 connection of its addressee, and re-sent at each login until it is answered or receipted
-(the 200705 receipt itself is handled with the other receipts, in the chat feature).
+(the re-send is im/features/pending.py's; the 200705 receipt itself is handled with the other
+receipts, in the chat feature).
 """
 
 import json
@@ -12,7 +13,7 @@ from im import protocol, runtime
 from im.errors import ImError, bad_request
 from im.features import membership, presence
 from im.protocol import encode, msgid_of
-from im.registry import on_login, tcp_handler
+from im.registry import tcp_handler
 from im.store import friends as store
 from im.timefmt import fmt
 
@@ -20,7 +21,6 @@ log = logging.getLogger("im.friends")
 
 MAX_MSG = 500
 MAX_FNAME = 50
-RESEND_LIMIT = 500
 ACCEPT, REJECT = 1, 2
 DEFAULT_GROUP = "1"
 
@@ -89,7 +89,7 @@ def _done(body: dict) -> dict | None:
 
 # --- IM_ROSTER_ADD_REQ -----------------------------------------------------------------
 
-def _request_frame(req: store.Request, from_res: str, to_res: str) -> dict:
+def request_frame(req: store.Request, from_res: str, to_res: str) -> dict:
     return {"msgid": req.msgid, "from": req.msgfrom, "from_res": from_res, "to": req.msgto,
             "to_res": to_res, "time": fmt(req.send_time), "msg": req.msg}
 
@@ -115,21 +115,8 @@ def add_request(conn, body: dict) -> dict:
     log.info("friend request %s -> %s msgid=%s", conn.uid, to, msgid)
     req = store.Request(msgid, conn.uid, to, msg, 0, sent)
     for dst in runtime.router.connections(to):
-        dst.send(protocol.IM_ROSTER_ADD_REQ, _request_frame(req, conn.res, dst.res))
+        dst.send(protocol.IM_ROSTER_ADD_REQ, request_frame(req, conn.res, dst.res))
     return {"time": fmt(sent)}
-
-
-@on_login
-def _resend_pending(conn) -> None:
-    """§1.5: at login, every unanswered, unreceipted request to the user comes again."""
-    try:
-        with runtime.db.transaction() as cur:
-            pending = store.pending_unreceived(cur, conn.uid, RESEND_LIMIT)
-    except ImError as err:
-        log.warning("cannot re-send friend requests to %s: %s", conn.uid, err.text)
-        return
-    for req in pending:
-        conn.send(protocol.IM_ROSTER_ADD_REQ, _request_frame(req, "", conn.res))
 
 
 # --- IM_ROSTER_ADD_RESP ----------------------------------------------------------------

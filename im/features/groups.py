@@ -13,7 +13,7 @@ from im import protocol, runtime, shapes, validate
 from im.errors import ImError, bad_request
 from im.features import membership, presence
 from im.protocol import msgid_of
-from im.registry import on_login, qid, tcp_handler
+from im.registry import qid, tcp_handler
 from im.store import groups as store
 from im.timefmt import fmt
 
@@ -106,7 +106,7 @@ def chatroom(conn, body: dict) -> dict:
     return action(conn, msgid, body)
 
 
-def _invitation_frame(inv: dict, from_res: str, to_res: str) -> dict:
+def invitation_frame(inv: dict, from_res: str, to_res: str) -> dict:
     return {"msgid": inv["msgid"], "type": "0", "from": inv["msgfrom"], "from_res": from_res,
             "to": inv["msgto"], "to_res": to_res, "gid": inv["gid"], "gname": inv["gname"] or ""}
 
@@ -134,7 +134,7 @@ def invite(conn, msgid: str, body: dict) -> dict:
     log.info("group invitation gid=%s from=%s to=%s", gid, conn.uid, to)
     inv = {"msgid": msgid, "msgfrom": conn.uid, "msgto": to, "gid": gid, "gname": group["gname"]}
     for target in runtime.router.connections(to):
-        target.send(protocol.IM_CHATROOM, _invitation_frame(inv, conn.res, target.res))
+        target.send(protocol.IM_CHATROOM, invitation_frame(inv, conn.res, target.res))
     return {"time": fmt(sent)}
 
 
@@ -319,12 +319,3 @@ def _peer_deleted(members: list[str], body: dict) -> None:
 
 
 ACTIONS = {"0": invite, "1": answer, "2": exit_group, "3": kick, "4": dismiss, "5": join}
-
-
-@on_login
-def resend_invitations(conn) -> None:
-    """Unhandled invitations this user's devices have not received yet (§1.5)."""
-    with runtime.db.transaction() as cur:
-        pending = store.unreceived_invitations(cur, conn.uid)
-    for inv in pending:
-        conn.send(protocol.IM_CHATROOM, _invitation_frame(inv, "", conn.res))

@@ -1,14 +1,22 @@
-"""QID_IM_GET_PENDING_REQ (PROTOCOL.md §2.6): what still waits for an answer, both ways.
+"""What still waits for an answer: QID_IM_GET_PENDING_REQ (PROTOCOL.md §2.6) both ways, and the
+re-send at login (§1.5) of what is addressed to the user.
 
 A client that was offline learns here of the friend requests and group invitations addressed
 to it and of its own that nobody has answered yet.
 """
 
-from im import runtime, shapes, validate
-from im.registry import Caller, qid
+import logging
+
+from im import protocol, runtime, shapes, validate
+from im.errors import ImError
+from im.features import friends, groups
+from im.registry import Caller, on_login, qid
 from im.store import pending as store
 
+log = logging.getLogger("im.pending")
+
 LIMIT = (500, 5000)   # (default, max) rows
+RESEND_LIMIT = 500    # friend requests re-sent at one login
 
 
 @qid("QID_IM_GET_PENDING_REQ")
@@ -18,3 +26,20 @@ def get_pending_req(caller: Caller, params: dict) -> dict:
         rows = store.pending(cur, caller.uid, limit + 1)
     page, more = shapes.page(rows, limit)
     return shapes.table(page, more)
+
+
+@on_login
+def resend(conn) -> None:
+    """§1.5: every unhandled friend request and group invitation to the user that no device of
+    theirs has received comes again, requests first. One lone read (no transaction): a login
+    with nothing pending costs this one query."""
+    try:
+        with runtime.db.autocommit() as cur:
+            requests, invitations = store.unreceived_to(cur, conn.uid, RESEND_LIMIT)
+    except ImError as err:
+        log.warning("cannot re-send requests to %s: %s", conn.uid, err.text)
+        return
+    for req in requests:
+        conn.send(protocol.IM_ROSTER_ADD_REQ, friends.request_frame(req, "", conn.res))
+    for inv in invitations:
+        conn.send(protocol.IM_CHATROOM, groups.invitation_frame(inv, "", conn.res))

@@ -54,14 +54,6 @@ def set_state(cur, req: Request, state: int) -> None:
                 (state, req.msgfrom, req.msgid))
 
 
-def pending_unreceived(cur, addressee: str, limit: int) -> list[Request]:
-    """Unhandled requests to `addressee` that no device of theirs has receipted, oldest first."""
-    cur.execute(f"""SELECT {REQUEST_COLUMNS} FROM tp_im_roster_req
-                    WHERE msgto = %s AND state = 0 AND received = 0
-                    ORDER BY send_time LIMIT %s""", (addressee, limit))
-    return [Request(*row) for row in cur.fetchall()]
-
-
 def roster_groups(cur, uid: str) -> str | None:
     """The user's roster groups (the JSON text of tp_im_roster.grp)."""
     cur.execute("SELECT grp FROM tp_im_roster WHERE userid = %s", (uid,))

@@ -133,12 +133,3 @@ def close_invitation(cur, sender: str, msgid: str, state: int) -> bool:
     cur.execute("""UPDATE tp_im_group_req SET state = %s
                    WHERE msgfrom = %s AND msgid = %s AND state = 0""", (state, sender, msgid))
     return cur.rowcount == 1
-
-
-def unreceived_invitations(cur, to: str) -> list[dict]:
-    """Unhandled, not yet received invitations to `to` into live groups, oldest first."""
-    cur.execute("""SELECT r.msgid, r.msgfrom, r.msgto, r.gid, g.gname
-                   FROM tp_im_group_req r JOIN tp_im_group g ON g.gid = r.gid
-                   WHERE r.msgto = %s AND r.state = 0 AND r.received = 0 AND NOT g.dismissed
-                   ORDER BY r.send_time""", (to,))
-    return _dicts(cur)
