@@ -352,6 +352,9 @@ def worker_conns(job: dict) -> dict:
     start = time.perf_counter()
     pool.map(pwd_login, job["pwd_users"])
     pwd_s = time.perf_counter() - start
+    Path(job["pwd_ready"]).write_text("1")
+    while not Path(job["go"]).exists():  # the controller starts measuring the token logins
+        gevent.sleep(0.05)
     start = time.perf_counter()
     pool.map(token_login, job["users"])
     token_s = time.perf_counter() - start
@@ -478,12 +481,14 @@ class Bench:
         ready_dir = Path(tempfile.mkdtemp(prefix="benchc"))
         jobs = [self.job(users=people[w::procs], pwd_users=people[:pwd_logins][w::procs],
                          source=f"127.0.0.{2 + w % 250}", hold=hold, concurrency=max(1, 200 // procs),
-                         heartbeat_s=heartbeat_s,
+                         heartbeat_s=heartbeat_s, go=str(ready_dir / "go"), pwd_ready=str(ready_dir / f"p{w}"),
                          ready=str(ready_dir / f"w{w}")) for w in range(procs)]
         with ThreadPoolExecutor(1) as pool:
             running = pool.submit(run_workers, "conns", jobs)
-            while len(list(ready_dir.iterdir())) < procs and not running.done():
-                time.sleep(0.2)
+            _wait_files(ready_dir, "p*", procs, running)
+            with Window(self.cpu) as logins:
+                (ready_dir / "go").write_text("1")
+                _wait_files(ready_dir, "w*", procs, running)
             time.sleep(1)
             rss1 = self.cpu.server.memory_info().rss
             idle = min(hold / 2, 10)
@@ -496,6 +501,7 @@ class Bench:
                 "rss_kib_per_conn": round((rss1 - rss0) / 1024 / max(1, opened), 1),
                 "server_rss_mib": round(rss1 / 2 ** 20, 1),
                 "token_logins_per_s": round(opened / max(r["token_s"] for r in results), 1),
+                "token_login_cpu": logins.per(opened),
                 "logins_retried": sum(r["retries"] for r in results),
                 "pwd_logins_per_s": round(pwd_logins / max(1e-6, max(r["pwd_s"] for r in results)), 1),
                 "heartbeat_s": heartbeat_s, "idle_server_cpu_pct": round(w.server / idle * 100, 2),
@@ -713,48 +719,77 @@ class Bench:
             proc.wait(15)
 
     # 7. files
-    def files(self, size: int, chunk: int, multipart: bool = True) -> dict:
+    def files(self, size: int, chunk: int) -> dict:
+        """Upload by raw-body chunks (the headline) and by base64 multipart chunks (the contract's
+        form), download the first by blocks; against a plain copy with fsync."""
         token = self.users(1, "u")[0]["token"]
         data = os.urandom(size)
-        tmp = Path(tempfile.mkdtemp(prefix="benchf"))
-        try:
-            src, dst = tmp / "src", tmp / "dst"
-            src.write_bytes(data)
-            start = time.perf_counter()
-            shutil.copyfile(src, dst)
-            with open(dst, "rb+") as f:
-                os.fsync(f.fileno())  # the server fsyncs every chunk
-            copy_s = time.perf_counter() - start
-        finally:
-            shutil.rmtree(tmp)
-        name = f"{hashlib.md5(str(time.time()).encode()).hexdigest()}.bin"
-        conn = http.client.HTTPConnection("127.0.0.1", self.server.http_port, timeout=120)
-        start = time.perf_counter()
-        for offset in range(0, size, chunk):
-            form = {"filename": name, "filesize": size, "offset": offset,
-                    "bin": base64.b64encode(data[offset:offset + chunk]).decode(),
-                    "signature": _sign(token, name, offset)}
-            _expect(conn, "POST", "/file/upload", token, form, multipart)
-        up_s = time.perf_counter() - start
-        got = io.BytesIO()
-        start = time.perf_counter()
-        for offset in range(0, size, chunk):
-            form = {"filename": name, "offset": offset, "block-size": chunk,
-                    "signature": _sign(token, name, offset)}
-            got.write(_expect(conn, "POST", "/file/download", token, form))
-        down_s = time.perf_counter() - start
-        conn.close()
+        copy_s = _copy_seconds(data)
         mb = size / 2 ** 20
-        return {"scenario": "files", "mib": round(mb, 1), "chunk_kib": chunk // 1024,
-                "upload_form": "multipart" if multipart else "urlencoded",
-                "intact": got.getvalue() == data, "upload_mib_s": round(mb / up_s, 1),
-                "download_mib_s": round(mb / down_s, 1), "copy_mib_s": round(mb / copy_s, 1),
-                "upload_ratio": round(copy_s / up_s, 3), "download_ratio": round(copy_s / down_s, 3)}
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.http_port, timeout=120)
+        figures = {"scenario": "files", "mib": round(mb, 1), "chunk_kib": chunk // 1024,
+                   "copy_mib_s": round(mb / copy_s, 1)}
+        names = {}
+        for kind in ("raw", "form"):
+            names[kind] = f"{hashlib.md5(f'{kind}{time.time()}'.encode()).hexdigest()}.bin"
+            with Window(self.cpu) as w:
+                for offset in range(0, size, chunk):
+                    _upload(conn, token, names[kind], size, offset, data[offset:offset + chunk], kind)
+            key = "upload" if kind == "raw" else "upload_form"
+            figures.update({f"{key}_mib_s": round(mb / w.wall, 1), f"{key}_ratio": round(copy_s / w.wall, 3),
+                            f"{key}_server_ms_cpu_per_mib": round(w.server / mb * 1e3, 2)})
+        got = io.BytesIO()
+        with Window(self.cpu) as w:
+            for offset in range(0, size, chunk):
+                form = {"filename": names["raw"], "offset": offset, "block-size": chunk,
+                        "signature": _sign(token, names["raw"], offset)}
+                got.write(_expect(conn, "POST", "/file/download", token, form))
+        form_md5 = {"filename": names["form"], "md5": hashlib.md5(data).hexdigest(),
+                    "signature": _sign(token, names["form"], "")}
+        _expect(conn, "POST", "/file/check", token, form_md5)
+        conn.close()
+        return {**figures, "download_mib_s": round(mb / w.wall, 1), "download_ratio": round(copy_s / w.wall, 3),
+                "download_server_ms_cpu_per_mib": round(w.server / mb * 1e3, 2),
+                "intact": got.getvalue() == data}
+
+
+def _copy_seconds(data: bytes) -> float:
+    """shutil.copyfile of `data` plus an fsync of the copy (the server fsyncs every chunk)."""
+    tmp = Path(tempfile.mkdtemp(prefix="benchf"))
+    try:
+        src, dst = tmp / "src", tmp / "dst"
+        src.write_bytes(data)
+        start = time.perf_counter()
+        shutil.copyfile(src, dst)
+        with open(dst, "rb+") as f:
+            os.fsync(f.fileno())
+        return time.perf_counter() - start
+    finally:
+        shutil.rmtree(tmp)
+
+
+def _upload(conn: http.client.HTTPConnection, token: str, name: str, size: int, offset: int,
+            piece: bytes, kind: str) -> None:
+    """One chunk: a raw body with the parameters in the query string, or a multipart form with
+    base64 `bin` (PROTOCOL.md §3)."""
+    from urllib.parse import urlencode
+    params = {"filename": name, "filesize": size, "offset": offset, "signature": _sign(token, name, offset)}
+    if kind == "form":
+        _expect(conn, "POST", "/file/upload", token, {**params, "bin": base64.b64encode(piece).decode()},
+                multipart=True)
+        return
+    _send(conn, "POST", f"/file/upload?{urlencode(params)}", token, piece, "application/octet-stream")
 
 
 # --- helpers for the scenarios ----------------------------------------------------------------
 
 FRIENDS = 8
+
+
+def _wait_files(folder: Path, pattern: str, count: int, running) -> None:
+    """Until `count` files match `pattern` in folder (or the drivers have exited)."""
+    while len(list(folder.glob(pattern))) < count and not running.done():
+        time.sleep(0.05)
 
 
 def _friend(i: int, k: int, people: int) -> int:
@@ -865,7 +900,7 @@ def _wrk(port: int, request: str, duration: float, connections: int) -> dict:
     return {"load": "wrk", "per_s": per_s, "errors": errors}
 
 
-def _sign(token: str, name: str, offset: int) -> str:
+def _sign(token: str, name: str, offset: int | str) -> str:
     return hmac.new(token.encode(), f"{name}\n{offset}".encode(), hashlib.sha256).hexdigest()
 
 
@@ -885,6 +920,11 @@ def _expect(conn: http.client.HTTPConnection, method: str, path: str, token: str
         body, kind = _multipart(form)
     else:
         body, kind = urlencode(form).encode(), "application/x-www-form-urlencoded"
+    return _send(conn, method, path, token, body, kind)
+
+
+def _send(conn: http.client.HTTPConnection, method: str, path: str, token: str, body: bytes, kind: str) -> bytes:
+    """The body of a 200 answer; anything else raises."""
     conn.request(method, path, body, {"Authorization": f"Bearer {token}", "Content-Type": kind})
     resp = conn.getresponse()
     body = resp.read()
