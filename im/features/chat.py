@@ -111,10 +111,6 @@ class Message:
         return self.kind, self.sender, self.msgid
 
 
-class _LostRace(Exception):
-    """Another process stored one of the batch's (sender, msgid) meanwhile: write again."""
-
-
 # --- validation ------------------------------------------------------------------------
 
 def _text(body: dict, field: str, max_len: int, required: bool = True,
@@ -212,32 +208,51 @@ def _write(batch: list[Message]) -> None:
 
 
 def _store(messages: list[Message]) -> None:
+    """Store the batch. The first attempt assumes every message is new (a duplicate fails the
+    insert and rolls back); the next ones look the retries up first."""
     direct = [m for m in messages if m.kind == DIRECT]
     group = [m for m in messages if m.kind == GROUP]
     for attempt in range(MAX_ATTEMPTS):
-        stamp = now()
         try:
-            with runtime.writer_db.transaction() as cur:
-                stored_direct = _store_direct(cur, direct, stamp) if direct else 0
-                stored_group = _store_group(cur, group, stamp) if group else 0
+            with runtime.writer_db.autocommit() as cur:
+                stored_direct, stored_group = _store_batch(cur, direct, group, now(), attempt > 0)
             metrics.MESSAGES_STORED.labels("chat").inc(stored_direct)
             metrics.MESSAGES_STORED.labels("group").inc(stored_group)
             return
-        except _LostRace:
-            log.info("chat batch raced with another writer on a msgid, attempt %d", attempt + 1)
+        except store.Conflict:
+            log.debug("chat batch holds a stored msgid, attempt %d", attempt + 1)
     raise ImError("unavailable", "could not store the messages, retry")
 
 
-def _store_direct(cur, messages: list[Message], stamp: datetime) -> int:
-    """Take positions for and insert the new ones of `messages`; returns how many."""
+def _store_batch(cur, direct: list[Message], group: list[Message], stamp: datetime,
+                 check: bool) -> tuple[int, int]:
+    """One transaction in two round trips (store.begin_batch / commit_batch): positions are
+    taken in between; returns how many 1:1 and group messages were new. `check`: look up
+    which messages are stored already (retries) instead of assuming none is."""
+    locked = store.begin_batch(cur, {m.sender for m in direct} | {m.to for m in direct},
+                               {m.to for m in group},
+                               [(m.sender, m.msgid) for m in direct] if check else [],
+                               [(m.sender, m.msgid) for m in group] if check else [])
     stamp_text = fmt(stamp)
-    last = store.lock_mailboxes(cur, list({m.sender for m in messages} | {m.to for m in messages}))
-    existing = store.existing_messages(cur, [(m.sender, m.msgid) for m in messages])
+    rows, given = _take_direct(direct, locked, stamp_text)
+    group_rows, touched = _take_group(group, locked, stamp_text)
+    group_given = [(gid, uid, seq) for gid, seq in touched.items()
+                   for uid in membership.members(gid) or () if runtime.router.is_online(uid)]
+    store.commit_batch(cur, stamp, rows, locked.mailboxes, given, group_rows,
+                       {gid: locked.groups[gid] for gid in touched}, group_given)
+    return len(rows), len(group_rows)
+
+
+def _take_direct(messages: list[Message], locked: store.Locked,
+                 stamp_text: str) -> tuple[list[tuple], dict[str, int]]:
+    """Positions for the new ones of `messages` (the locked mailboxes advance); returns their
+    rows and the given_seq each mailbox reaches (§6.12)."""
+    last = locked.mailboxes
     given: dict[str, int] = {}
     rows = []
     for m in messages:
         m.error = None
-        found = existing.get((m.sender, m.msgid))
+        found = locked.direct.get((m.sender, m.msgid))
         if found is not None:
             m.seq, m.time, m.new = found[0], fmt(found[1]), False
             continue
@@ -252,23 +267,19 @@ def _store_direct(cur, messages: list[Message], stamp: datetime) -> int:
             given[m.to] = max(given.get(m.to, 0), m.to_seq)
         rows.append((m.msgid, m.body, m.sender, m.to, m.send_time, m.sender_res, m.to_res,
                      m.seq, m.to_seq))
-    if rows:
-        if store.insert_messages(cur, rows, stamp) != len(rows):
-            raise _LostRace()
-        store.update_mailboxes(cur, last, given)
-    return len(rows)
+    return rows, given
 
 
-def _store_group(cur, messages: list[Message], stamp: datetime) -> int:
-    """Take positions for and insert the new ones of `messages`; returns how many."""
-    stamp_text = fmt(stamp)
-    last = store.lock_groups(cur, list({m.to for m in messages}))
-    existing = store.existing_group_messages(cur, [(m.sender, m.msgid) for m in messages])
+def _take_group(messages: list[Message], locked: store.Locked,
+                stamp_text: str) -> tuple[list[tuple], dict[str, int]]:
+    """Numbers for the new ones of `messages` (the locked groups advance); returns their rows
+    and gid → the group's new last number."""
+    last = locked.groups
     touched: dict[str, int] = {}
     rows = []
     for m in messages:
         m.error, m.new = None, False
-        found = existing.get((m.sender, m.msgid))
+        found = locked.group.get((m.sender, m.msgid))
         if found is not None:
             m.seq, m.time = found[0], fmt(found[1])
             continue
@@ -279,15 +290,7 @@ def _store_group(cur, messages: list[Message], stamp: datetime) -> int:
         m.seq, m.time, m.new = last[m.to], stamp_text, True
         touched[m.to] = m.seq
         rows.append((m.msgid, m.body, m.sender, m.to, m.send_time, m.sender_res, m.seq))
-    if rows:
-        if store.insert_group_messages(cur, rows, stamp) != len(rows):
-            raise _LostRace()
-        store.update_groups(cur, {gid: last[gid] for gid in touched})
-        given = [(gid, uid, seq) for gid, seq in touched.items()
-                 for uid in membership.members(gid) or () if runtime.router.is_online(uid)]
-        if given:
-            store.advance_group_given(cur, given)
-    return len(rows)
+    return rows, touched
 
 
 def _reachable(uid: str, res: str) -> bool:
