@@ -307,7 +307,8 @@ def worker_chat(job: dict) -> dict:
         if not job.get("offline"):
             jobs.append(gevent.spawn(_receive, job, p["to"], job["count"], True, recv))
         jobs.append(gevent.spawn(lambda p=p: acks.append(_send_stream(
-            job, p["from"], p["to"]["uid"], job["count"], job["per_pair"], False, t0, ack_lat))))
+            job, p["from"], p["to"]["uid"], job["count"], job["per_pair"], False,
+            t0 + p.get("phase", 0.0), ack_lat))))
     gevent.joinall(jobs, timeout=job["timeout"] + 30)
     return {"ack": ack_lat, "e2e": recv["lat"], "received": recv["received"], "dups": recv["dups"],
             "acked": sum(acks), "expected": job["count"] * len(job["pairs"]),
@@ -517,6 +518,8 @@ class Bench:
         all_pairs = self.pairs(pairs, f"c{rate}_")
         procs = min(self.cores, pairs)
         count = max(1, int(rate / pairs * duration))
+        for k, pair in enumerate(all_pairs):  # senders spread over a period, not in lockstep
+            pair["phase"] = k / rate
         jobs = [self.job(pairs=all_pairs[w::procs], count=count, per_pair=rate / pairs,
                          timeout=duration + 60) for w in range(procs)]
         with Window(self.cpu) as w:
