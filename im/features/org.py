@@ -36,7 +36,7 @@ CONTACT_HEADER = ("uid", "name", "deptid", "position", "telephone", "cellphone",
 # --- QIDs -----------------------------------------------------------------------------------
 
 def _version_text(name: str) -> dict:
-    with runtime.db.transaction() as cur:
+    with runtime.db.autocommit() as cur:  # a lone read: no BEGIN/COMMIT round trips
         return shapes.text(store.version(cur, name))
 
 

@@ -21,8 +21,12 @@ def json_response(data: dict, status: int = 200, headers: dict | None = None) ->
                     mimetype="application/json")
 
 
+def error_body(code: str, text: str) -> bytes:
+    return orjson.dumps({"type": "error", "err": text, "code": code})
+
+
 def error_response(code: str, text: str, status: int) -> Response:
-    return json_response({"type": "error", "err": text, "code": code}, status)
+    return Response(error_body(code, text), status=status, mimetype="application/json")
 
 
 def create_app(cfg: config.Config | None = None) -> Flask:
@@ -38,6 +42,7 @@ def create_app(cfg: config.Config | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(admin.bp)
     _register_optional(app)
+    app.wsgi_app = api.QidFastPath(app.wsgi_app)
 
     @app.errorhandler(ImError)
     def on_im_error(err: ImError):
