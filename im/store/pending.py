@@ -1,5 +1,6 @@
 """SQL of unhandled friend requests and group invitations, to or from a user."""
 
+from im import db
 from im.store.friends import REQUEST_COLUMNS, Request
 
 PENDING_NAMES = ("kind", "dir", "msgid", "from", "to", "gid", "gname", "msg", "time")
@@ -27,19 +28,26 @@ def pending(cur, uid: str, limit: int) -> list[dict]:
     return [dict(zip(PENDING_NAMES, row)) for row in cur.fetchall()]
 
 
+RESEND = {"im_login_resend": f"""(text, bigint) AS
+    (SELECT 0, {REQUEST_COLUMNS}, NULL, NULL FROM tp_im_roster_req
+     WHERE msgto = $1 AND state = 0 AND received = 0
+     ORDER BY send_time LIMIT $2)
+    UNION ALL
+    (SELECT 1, r.msgid, r.msgfrom, r.msgto, '', r.state, r.send_time, r.gid, g.gname
+     FROM tp_im_group_req r, LATERAL (SELECT gname FROM tp_im_group
+                                      WHERE gid = r.gid AND NOT dismissed LIMIT 1) g
+     WHERE r.msgto = $1 AND r.state = 0 AND r.received = 0)
+    ORDER BY 1, 7"""}
+
+
 def unreceived_to(cur, uid: str, limit: int) -> tuple[list[Request], list[dict]]:
-    """What §1.5 re-sends at login, in one statement: unhandled friend requests to uid that no
-    device of theirs has receipted (the oldest `limit`), and unhandled, unreceived invitations
-    to uid into live groups; each oldest first."""
-    cur.execute(f"""
-        (SELECT 0, {REQUEST_COLUMNS}, NULL, NULL FROM tp_im_roster_req
-         WHERE msgto = %(u)s AND state = 0 AND received = 0
-         ORDER BY send_time LIMIT %(n)s)
-        UNION ALL
-        (SELECT 1, r.msgid, r.msgfrom, r.msgto, '', r.state, r.send_time, r.gid, g.gname
-         FROM tp_im_group_req r JOIN tp_im_group g ON g.gid = r.gid
-         WHERE r.msgto = %(u)s AND r.state = 0 AND r.received = 0 AND NOT g.dismissed)
-        ORDER BY 1, 7""", {"u": uid, "n": limit})
+    """What §1.5 re-sends at login, in one prepared statement (planning cost PostgreSQL more
+    than running it; LIMIT 1 keeps the group lookup a primary-key probe per invitation whatever
+    the generic plan): unhandled friend requests to uid that no device of theirs has receipted
+    (the oldest `limit`), and unhandled, unreceived invitations to uid into live groups; each
+    oldest first."""
+    db.prepare(cur, RESEND)
+    cur.execute("EXECUTE im_login_resend(%s, %s)", (uid, limit))
     requests, invitations = [], []
     for kind, msgid, msgfrom, msgto, msg, state, sent, gid, gname in cur.fetchall():
         if kind == 0:
