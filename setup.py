@@ -15,6 +15,7 @@ setup(
         "gunicorn>=21.2",
         "flask>=3.0",
         "orjson>=3.9",
+        "pybase64>=1.3",
         "pgserver>=0.1.4",
         "prometheus-client>=0.17",
         "redis>=5",

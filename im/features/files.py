@@ -10,8 +10,6 @@ next chunk is appended; a crash between the rename and the commit is noticed by 
 upload request (the complete file exists).
 """
 
-import base64
-import binascii
 import errno
 import hashlib
 import hmac
@@ -19,10 +17,12 @@ import logging
 import os
 import re
 import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import gevent
+import pybase64
 
 from im import runtime
 from im.errors import ImError, bad_request
@@ -34,7 +34,10 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 MIN_STEM = 16
 MD5_RE = re.compile(r"^[0-9A-Fa-f]{32}$")
 MAX_CHUNK_BYTES = 8 * 1024 * 1024
-READ_BLOCK = 64 * 1024
+MAX_BASE64 = MAX_CHUNK_BYTES * 4 // 3 + 4
+READ_BLOCK = 1024 * 1024
+SPOOL_BLOCK = 256 * 1024
+SPARE_SPOOLS = 4
 AVATAR_PREFIX = "/file/"
 
 
@@ -64,15 +67,22 @@ def check_md5(value) -> str:
 
 
 def decode_chunk(value) -> bytes:
-    """The base64 `bin`; a '+' turned into ' ' by a careless form encoder is forgiven."""
+    """The base64 `bin`. A clean value is decoded as is; otherwise line breaks, a '+' turned into
+    ' ' by a careless form encoder and the URL-safe alphabet are forgiven."""
     if not value:
         return b""
-    text = "".join(str(value).split("\n")).replace("\r", "").replace(" ", "+")
-    if len(text) > MAX_CHUNK_BYTES * 4 // 3 + 4:
+    text = str(value)
+    if len(text) <= MAX_BASE64:
+        try:
+            return pybase64.b64decode(text, validate=True)
+        except ValueError:  # binascii.Error included
+            pass
+    text = "".join(text.split("\n")).replace("\r", "").replace(" ", "+").replace("-", "+").replace("_", "/")
+    if len(text) > MAX_BASE64:
         raise ImError("too_large", f"bin: chunks are limited to {MAX_CHUNK_BYTES} bytes", 413)
     try:
-        return base64.b64decode(text.replace("-", "+").replace("_", "/"), validate=True)
-    except (binascii.Error, ValueError):
+        return pybase64.b64decode(text, validate=True)
+    except ValueError:
         raise bad_request("bin", "not base64") from None
 
 
@@ -110,15 +120,79 @@ def _size_or_none(path: Path) -> int | None:
 
 # --- upload ---------------------------------------------------------------------------------
 
-def upload(uid: str, name: str, filesize: int, offset: int, data: bytes) -> int:
-    """Store one chunk (an empty one is a probe); returns the bytes stored after it."""
+def check_chunk(filesize: int, offset: int, length: int, field: str = "bin") -> None:
+    """A chunk of `length` bytes at `offset` must fit the announced, allowed filesize."""
     if filesize > runtime.cfg.max_file_bytes:
         raise ImError("too_large", f"filesize: larger than {runtime.cfg.max_file_bytes} bytes", 413)
-    if offset + len(data) > filesize:
-        raise bad_request("bin", "the chunk goes past filesize")
+    if length > MAX_CHUNK_BYTES:
+        raise ImError("too_large", f"{field}: chunks are limited to {MAX_CHUNK_BYTES} bytes", 413)
+    if offset + length > filesize:
+        raise bad_request(field, "the chunk goes past filesize")
+
+
+class Spool:
+    """A raw chunk received into an unnamed temporary file beside the partial files: never held
+    in memory, and received before the name's row is locked, so a slow client holds no database
+    connection and cannot write into the partial file while someone else appends to it.
+
+    The temporary files are kept for the next chunks (up to SPARE_SPOOLS of them): creating and
+    freeing one per chunk waits for the filesystem's journal, behind every fsync."""
+
+    spare: list = []
+
+    def __init__(self, stream, length: int):
+        self.file = self.spare.pop() if self.spare else tempfile.TemporaryFile(dir=_dir("spool"), buffering=0)
+        self.length = 0
+        try:
+            self._receive(stream, length)
+        except BaseException:
+            self.close()
+            raise
+
+    def _receive(self, stream, length: int) -> None:
+        buf = memoryview(bytearray(min(length, SPOOL_BLOCK)))
+        fd = self.file.fileno()
+        while self.length < length:
+            got = stream.readinto(buf[:length - self.length])
+            if not got:
+                raise bad_request("body", f"ended after {self.length} of {length} bytes")
+            self.length = _pwrite_all(fd, buf[:got], self.length)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __enter__(self) -> "Spool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def copy_to(self, fd: int, at: int) -> int:
+        """Copy the chunk to `fd` at `at` inside the kernel; returns the end offset."""
+        src, done = self.file.fileno(), 0
+        while done < self.length:
+            copied = os.copy_file_range(src, fd, self.length - done, done, at + done)
+            if not copied:
+                raise OSError(errno.EIO, "the spooled chunk shrank")
+            done += copied
+        return at + done
+
+    def close(self) -> None:
+        """Keep the temporary file for another chunk (its stale bytes are never read)."""
+        if self.file is not None and len(self.spare) < SPARE_SPOOLS:
+            self.spare.append(self.file)
+        elif self.file is not None:
+            self.file.close()
+        self.file = None
+
+
+def upload(uid: str, name: str, filesize: int, offset: int, data: "bytes | Spool") -> int:
+    """Store one chunk (an empty one is a probe); returns the bytes stored after it."""
+    check_chunk(filesize, offset, len(data))
     with runtime.db.transaction() as cur:
-        store.claim(cur, name, uid, filesize)
         row = store.lock(cur, name)
+        claimed = row is None and store.claim(cur, name, uid, filesize)
+        row = row or store.lock(cur, name)
         if row["owner"] != uid:
             raise ImError("forbidden", "this file name belongs to another user", 403)
         if row["filesize"] != filesize:
@@ -132,7 +206,9 @@ def upload(uid: str, name: str, filesize: int, offset: int, data: bytes) -> int:
         complete = stored == filesize
         if complete:
             _publish(name)
-        store.set_size(cur, name, stored, complete)
+        # the chunk is on disk (fsynced) already: a crash that forgets its count only makes the
+        # client send it again; a new owner and a completion are committed durably
+        store.set_size(cur, name, stored, complete, flush=complete or claimed)
     if complete:
         log.info("file %s complete (%d bytes) by %s", name, stored, uid)
     return stored
@@ -153,19 +229,25 @@ def _settle(cur, name: str, row: dict) -> tuple[int, bool]:
     return row["size"], False
 
 
-def _append(name: str, stored: int, data: bytes) -> int:
+def _append(name: str, stored: int, data: "bytes | Spool") -> int:
     """Write `data` at `stored` of the partial file (cutting any uncounted tail), fsync it."""
     fd = os.open(_dir("partial") / name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
     try:
         if os.fstat(fd).st_size != stored:
             os.ftruncate(fd, stored)
-        view, at = memoryview(data), stored
-        while view:
-            written = os.pwrite(fd, view, at)
-            view, at = view[written:], at + written
+        at = data.copy_to(fd, stored) if isinstance(data, Spool) else _pwrite_all(fd, data, stored)
         _in_thread(os.fsync, fd)
     finally:
         os.close(fd)
+    return at
+
+
+def _pwrite_all(fd: int, data, at: int) -> int:
+    """Write all of `data` (bytes or a memoryview) at `at`; returns the end offset."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, at)
+        view, at = view[written:], at + written
     return at
 
 

@@ -3,10 +3,11 @@
 FILE_COLUMNS = ("owner", "filesize", "size", "complete", "md5")
 
 
-def claim(cur, name: str, owner: str, filesize: int) -> None:
-    """Record `owner` as the name's owner unless someone already is."""
+def claim(cur, name: str, owner: str, filesize: int) -> bool:
+    """Record `owner` as the name's owner unless someone already is; whether this did."""
     cur.execute("""INSERT INTO im_file (name, owner, filesize) VALUES (%s, %s, %s)
                    ON CONFLICT (name) DO NOTHING""", (name, owner, filesize))
+    return cur.rowcount == 1
 
 
 def lock(cur, name: str) -> dict | None:
@@ -22,8 +23,11 @@ def get(cur, name: str) -> dict | None:
     return dict(zip(FILE_COLUMNS, found)) if found else None
 
 
-def set_size(cur, name: str, size: int, complete: bool) -> None:
-    cur.execute("UPDATE im_file SET size = %s, complete = %s WHERE name = %s", (size, complete, name))
+def set_size(cur, name: str, size: int, complete: bool, flush: bool = True) -> None:
+    """Count `size` bytes; without `flush` the commit does not wait for its WAL to reach the
+    disk (a crash may forget this count, never half of the transaction)."""
+    lazily = "" if flush else "SET LOCAL synchronous_commit TO off; "
+    cur.execute(lazily + "UPDATE im_file SET size = %s, complete = %s WHERE name = %s", (size, complete, name))
 
 
 def set_md5(cur, name: str, md5: str) -> None:

@@ -18,6 +18,7 @@ log = logging.getLogger("im.web.files")
 bp = Blueprint("files", __name__, url_prefix="/file")
 
 OCTET = "application/octet-stream;charset=utf-8"
+RAW = "application/octet-stream"
 FORM_LIMIT = files.MAX_CHUNK_BYTES * 4 // 3 + 64 * 1024
 CACHE_BY_NAME = "private, max-age=86400"  # a complete file never changes
 CACHE_BY_UID = "private, no-cache"  # the user's avatar may change: revalidate with the ETag
@@ -61,13 +62,30 @@ def _authorise(params: dict, subject_field: str = "filename") -> str:
 
 @bp.post("/upload")
 def upload() -> Response:
+    """The contract's base64 `bin` form field, or *(ext)* the chunk as a raw
+    `application/octet-stream` body with the parameters in the query string."""
     params = _params()
     uid = _authorise(params)
     name = files.check_name(params.get("filename"))
     filesize = validate.integer(params, "filesize", lo=0)
     offset = validate.integer(params, "offset", default=0, lo=0)
-    stored = files.upload(uid, name, filesize, offset, files.decode_chunk(params.get("bin")))
+    if request.mimetype == RAW:
+        stored = _upload_raw(uid, name, filesize, offset)
+    else:
+        stored = files.upload(uid, name, filesize, offset, files.decode_chunk(params.get("bin")))
     return _text("ok", 200, {"FI": str(stored)})
+
+
+def _upload_raw(uid: str, name: str, filesize: int, offset: int) -> int:
+    """The body, of the announced Content-Length, spooled to disk before the upload proper."""
+    length = request.content_length
+    if length is None and request.headers.get("Transfer-Encoding"):
+        raise ImError("length_required", "Content-Length required", 411)
+    if not length:
+        return files.upload(uid, name, filesize, offset, b"")  # a probe
+    files.check_chunk(filesize, offset, length, "body")
+    with files.Spool(request.stream, length) as chunk:
+        return files.upload(uid, name, filesize, offset, chunk)
 
 
 @bp.route("/download", methods=["GET", "POST"])

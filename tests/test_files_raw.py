@@ -1,0 +1,174 @@
+"""The file server's raw-body upload *(ext)*: a chunk as an `application/octet-stream` body with
+the parameters in the query string, under the same rules and answers as the base64 `bin` form
+(PROTOCOL.md §3; docs/files.md)."""
+
+import base64
+import hashlib
+import os
+import socket
+import threading
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from test_files import Files, new_name, signature
+
+RAW = {"Content-Type": "application/octet-stream"}
+
+
+class RawFiles(Files):
+    """A file-server client sending chunks as raw bodies."""
+
+    def raw(self, name: str, data: bytes, offset: int, filesize: int, sign: bool = True,
+            bearer: str | None = None, **params):
+        query = {"filename": name, "filesize": filesize, "offset": offset, **params}
+        if sign:
+            query["signature"] = signature(self.token, name, str(offset))
+        return self.http.call("POST", f"/file/upload?{urllib.parse.urlencode(query)}", raw=data,
+                              token=bearer, headers=RAW)
+
+    def raw_all(self, name: str, data: bytes, chunk: int) -> None:
+        for at in range(0, len(data), chunk):
+            status, body, headers = self.raw(name, data[at:at + chunk], at, len(data))
+            assert (status, headers["FI"]) == (200, str(min(at + chunk, len(data)))), body
+
+    def head_only(self, srv, name: str, filesize: int, offset: int, headers: str,
+                  body: bytes = b"") -> bytes:
+        """A hand-written request (headers, then `body`, then end of sending); the status line."""
+        query = urllib.parse.urlencode({"filename": name, "filesize": filesize, "offset": offset,
+                                        "signature": signature(self.token, name, str(offset))})
+        request = (f"POST /file/upload?{query} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {self.token}\r\n"
+                   f"Content-Type: application/octet-stream\r\n{headers}\r\n").encode() + body
+        with socket.create_connection(("127.0.0.1", srv.http_port), timeout=10) as sock:
+            sock.sendall(request)
+            sock.shutdown(socket.SHUT_WR)
+            answer = b""
+            while b"\r\n" not in answer and (got := sock.recv(4096)):
+                answer += got
+        return answer.split(b"\r\n", 1)[0]
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+@pytest.fixture
+def jack_rose(server, make_users):
+    jack, rose = make_users(2)
+    return RawFiles(server, jack), RawFiles(server, rose)
+
+
+def test_raw_chunks_resume_mix_with_base64_and_arrive_intact(server, jack_rose):
+    jack, rose = jack_rose
+    name, data = new_name(".mp4"), os.urandom(300_000)
+    assert jack.raw(name, data[:100_000], 0, len(data))[2]["FI"] == "100000"
+
+    # jack@android lost the connection: an empty body is a probe saying where to resume
+    status, _, headers = jack.raw(name, b"", 0, len(data))
+    assert (status, headers["FI"]) == (200, "100000")
+    # a chunk at the wrong offset is refused with where to resume, and nothing is stored
+    status, body, headers = jack.raw(name, data[150_000:200_000], 150_000, len(data))
+    assert (status, headers["FI"]) == (409, "100000") and isinstance(body, bytes) and body
+    assert rose.call("/file/download", filename=name)[0] == 404  # not complete yet
+
+    # the contract's base64 form and raw bodies continue the same file
+    assert jack.upload(name, data[100_000:200_000], 100_000, len(data))[2]["FI"] == "200000"
+    assert jack.raw(name, data[200_000:], 200_000, len(data))[2]["FI"] == "300000"
+
+    status, body, headers = rose.call("/file/download", method="GET", filename=name)
+    assert (status, headers["FI"], md5(body)) == (200, "300000", md5(data))
+    assert rose.call("/file/check", filename=name, md5=md5(data))[0] == 200
+    # the complete file takes no more chunks
+    status, _, headers = jack.raw(name, data[:10], 0, len(data))
+    assert (status, headers["FI"]) == (409, "300000")
+
+
+def test_raw_upload_is_authorised_like_the_form(jack_rose):
+    jack, rose = jack_rose
+    name = new_name()
+    assert jack.raw(name, b"jack's", 0, 12)[0] == 200
+    assert rose.raw(name, b"rose's", 6, 12)[0] == 403  # the first uploader owns the name
+    assert rose.raw(name, b"", 0, 12)[0] == 403
+    assert jack.raw(name, b"photo!", 6, 12, sign=False, signature="00" * 32)[0] == 401
+    assert jack.raw(name, b"photo!", 6, 12, sign=False,
+                    signature=signature(jack.token, name, "0"))[0] == 401  # another offset's
+    assert jack.raw(name, b"photo!", 6, 12, bearer="")[0] == 401  # no token at all
+    assert jack.raw(name, b"photo!", 6, 12, bearer="made-up")[0] == 401
+    # the design document's way: the token as a parameter
+    status, _, headers = jack.raw(name, b" photo", 6, 12, bearer="", token=jack.token)
+    assert (status, headers["FI"]) == (200, "12")
+    assert rose.call("/file/download", filename=name)[1] == b"jack's photo"
+
+
+def test_raw_chunk_past_filesize_and_bad_parameters(jack_rose):
+    jack, _ = jack_rose
+    name = new_name()
+    status, body, _ = jack.raw(name, b"0123456789", 0, 5)
+    assert status == 400 and b"body" in body
+    assert jack.raw(name, b"01234", 0, "five")[0] == 400
+    assert jack.raw("short.jpg", b"01234", 0, 5)[0] == 400
+    assert jack.raw(name, b"", 0, 5)[2]["FI"] == "0"  # nothing was stored
+
+
+def test_oversize_raw_upload_is_refused(make_server, make_users):
+    srv = make_server(max_file_bytes=1000)
+    jack, = make_users(1, srv=srv)
+    files = RawFiles(srv, jack)
+    status, body, _ = files.raw(new_name(), b"x" * 10, 0, 1001)
+    assert status == 413 and isinstance(body, bytes)
+    name = new_name()
+    assert files.raw(name, b"x" * 1000, 0, 1000)[2]["FI"] == "1000"
+    assert files.call("/file/download", filename=name)[1] == b"x" * 1000
+
+
+def test_bodies_cut_short_too_long_or_without_length(server, jack_rose):
+    jack, _ = jack_rose
+    name = new_name()
+    # the client announces 1,000 bytes and stops after 10: nothing is counted
+    assert jack.head_only(server, name, 5000, 0, "Content-Length: 1000\r\n", b"x" * 10).startswith(b"HTTP/1.1 400")
+    assert jack.raw(name, b"", 0, 5000)[2]["FI"] == "0"
+    # more than a chunk (8 MiB) is refused from the headers, before the body is read
+    assert jack.head_only(server, name, 20_000_000, 0, "Content-Length: 9000000\r\n").startswith(b"HTTP/1.1 413")
+    # a chunked body has no length to check against filesize up front
+    assert jack.head_only(server, name, 5000, 0, "Transfer-Encoding: chunked\r\n", b"0\r\n\r\n") \
+        .startswith(b"HTTP/1.1 411")
+    jack.raw_all(name, os.urandom(5000), 2000)
+
+
+def test_two_uploads_of_one_chunk_at_once_store_one_of_them(jack_rose):
+    jack, rose = jack_rose
+    name, size = new_name(), 2_000_000
+    chunks = [os.urandom(1_000_000), os.urandom(1_000_000)]
+    answers = [None, None]
+
+    def send(i: int) -> None:
+        answers[i] = jack.raw(name, chunks[i], 0, size)
+    threads = [threading.Thread(target=send, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(a[0] for a in answers) == [200, 409]
+    winner = chunks[[a[0] for a in answers].index(200)]
+    assert all(a[2]["FI"] == "1000000" for a in answers)
+    tail = os.urandom(1_000_000)
+    assert jack.raw(name, tail, 1_000_000, size)[0] == 200
+    assert md5(rose.call("/file/download", filename=name)[1]) == md5(winner + tail)
+
+
+def test_spooled_chunks_leave_no_files_behind(server, jack_rose):
+    jack, _ = jack_rose
+    jack.raw_all(new_name(), os.urandom(64_000), 16_000)
+    spool = Path(server.workdir) / "files" / "spool"
+    assert not spool.exists() or list(spool.iterdir()) == []
+
+
+def test_base64_form_still_forgives_line_breaks_and_url_safe_alphabet(jack_rose):
+    jack, rose = jack_rose
+    name, data = new_name(), os.urandom(3000)
+    assert jack.call("/file/upload", filename=name, filesize=3000, offset=0,
+                     bin=base64.encodebytes(data[:1500]).decode())[0] == 200
+    assert jack.call("/file/upload", filename=name, filesize=3000, offset=1500,
+                     bin=base64.urlsafe_b64encode(data[1500:]).decode())[0] == 200
+    assert rose.call("/file/download", filename=name)[1] == data
