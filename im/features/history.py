@@ -45,10 +45,18 @@ def _page(rows: list[dict], limit: int, newest_first: bool = False) -> dict:
     return shapes.table(page, more)
 
 
-def _msg_rows(rows: list[dict]) -> list[dict]:
-    """1:1 rows in the contract's field order, with type "0"."""
-    return [{"msgid": r["msgid"], "from": r["from"], "from_res": r["from_res"], "to": r["to"],
-             "time": r["time"], "type": "0", "body": r["body"], "seq": r["seq"]} for r in rows]
+def _msg_page(rows: list[tuple], limit: int, newest_first: bool = False) -> dict:
+    """1:1 rows (msgid, from, from_res, to, time, body, seq) as a table page in the contract's
+    field order, with type "0": shapes.table's result, built without a dict per row first."""
+    page, more = shapes.page(rows, limit)
+    if newest_first:
+        page.reverse()
+    fmt = timefmt.fmt
+    result = [[{"n": "msgid", "v": msgid}, {"n": "from", "v": sender}, {"n": "from_res", "v": res},
+               {"n": "to", "v": to}, {"n": "time", "v": fmt(at)}, {"n": "type", "v": "0"},
+               {"n": "body", "v": body or ""}, {"n": "seq", "v": str(seq)}]
+              for msgid, sender, res, to, at, body, seq in page]
+    return {"type": "table", "result": result, "more": "1" if more else "0"}
 
 
 # --- 1:1 ------------------------------------------------------------------------------
@@ -63,8 +71,8 @@ def get_offline_msg(caller: Caller, params: dict) -> dict:
         else:
             rows = store.mailbox_after(cur, caller.uid, after, limit + 1)
         if rows[:limit]:
-            store.raise_given(cur, caller.uid, max(r["seq"] for r in rows[:limit]))
-    return _page(_msg_rows(rows), limit)
+            store.raise_given(cur, caller.uid, max(r[-1] for r in rows[:limit]))
+    return _msg_page(rows, limit)
 
 
 @qid("QID_IM_RECIVE_OFFLINE_MSG")
@@ -87,7 +95,7 @@ def get_roster_msg_history(caller: Caller, params: dict) -> dict:
     limit = _limit(params, HISTORY_LIMIT)
     with runtime.db.transaction() as cur:
         rows = store.conversation(cur, caller.uid, other, before, days, limit + 1)
-    return _page(_msg_rows(rows), limit, newest_first=True)
+    return _msg_page(rows, limit, newest_first=True)
 
 
 # --- groups ---------------------------------------------------------------------------

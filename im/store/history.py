@@ -8,8 +8,9 @@ from datetime import datetime
 
 from im.store import chat
 
+# 1:1 rows are tuples (msgid, from, from_res, to, time, body, seq): the feature shapes them for
+# the wire in one pass (an offline page holds up to 5,000)
 MSG_COLS = "msgid, msgfrom, from_res, msgto, indb_time, msg"
-MSG_NAMES = ("msgid", "from", "from_res", "to", "time", "body", "seq")
 GROUP_NAMES = ("msgid", "from", "to", "time", "body", "seq")
 
 
@@ -19,16 +20,16 @@ def _rows(cur, names: tuple[str, ...]) -> list[dict]:
 
 # --- 1:1 ------------------------------------------------------------------------------
 
-def unreceived(cur, uid: str, limit: int) -> list[dict]:
+def unreceived(cur, uid: str, limit: int) -> list[tuple]:
     """Messages to uid not yet marked received, in mailbox order."""
     cur.execute(f"""SELECT {MSG_COLS}, to_seq FROM tp_im_message
                     WHERE msgto = %(u)s AND received = 0 AND to_seq > COALESCE(
                           (SELECT received_seq FROM im_received WHERE uid = %(u)s), 0)
                     ORDER BY to_seq LIMIT %(n)s""", {"u": uid, "n": limit})
-    return _rows(cur, MSG_NAMES)
+    return cur.fetchall()
 
 
-def mailbox_after(cur, uid: str, after: int, limit: int) -> list[dict]:
+def mailbox_after(cur, uid: str, after: int, limit: int) -> list[tuple]:
     """uid's mailbox after position `after`, sent and received (a message to oneself once)."""
     cur.execute(f"""(SELECT {MSG_COLS}, to_seq AS seq FROM tp_im_message
                      WHERE msgto = %(u)s AND to_seq > %(a)s ORDER BY to_seq LIMIT %(n)s)
@@ -37,7 +38,7 @@ def mailbox_after(cur, uid: str, after: int, limit: int) -> list[dict]:
                      WHERE msgfrom = %(u)s AND from_seq > %(a)s AND msgto <> %(u)s
                      ORDER BY from_seq LIMIT %(n)s)
                     ORDER BY seq LIMIT %(n)s""", {"u": uid, "a": after, "n": limit})
-    return _rows(cur, MSG_NAMES)
+    return cur.fetchall()
 
 
 def raise_given(cur, uid: str, seq: int) -> None:
@@ -61,7 +62,7 @@ def mark_received_before(cur, uid: str, before: datetime) -> int:
     return cur.rowcount
 
 
-def conversation(cur, uid: str, other: str, before: int, days: int, limit: int) -> list[dict]:
+def conversation(cur, uid: str, other: str, before: int, days: int, limit: int) -> list[tuple]:
     """The newest `limit` messages between uid and other, both directions, before uid's
     mailbox position `before` and within `days`; newest first."""
     cur.execute(f"""(SELECT {MSG_COLS}, to_seq AS seq FROM tp_im_message
@@ -75,7 +76,7 @@ def conversation(cur, uid: str, other: str, before: int, days: int, limit: int) 
                      ORDER BY from_seq DESC LIMIT %(n)s)
                     ORDER BY seq DESC LIMIT %(n)s""",
                 {"u": uid, "o": other, "b": before, "d": days, "n": limit})
-    return _rows(cur, MSG_NAMES)
+    return cur.fetchall()
 
 
 # --- groups ---------------------------------------------------------------------------
