@@ -95,6 +95,8 @@ def parse_body(msgtype: int, data: bytes) -> dict:
 class FrameDecoder:
     """Incremental decoder: `feed(bytes)` returns the frames (or FrameErrors) now complete."""
 
+    __slots__ = ("max_frame_bytes", "_buf", "broken")
+
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME):
         self.max_frame_bytes = max_frame_bytes
         self._buf = bytearray()

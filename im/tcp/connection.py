@@ -1,10 +1,17 @@
-"""One client connection: a reader greenlet that decodes and dispatches frames in order.
+"""One client connection, served from the hub until a frame needs a handler.
+
+An idle connection holds no greenlet: a read watcher calls `_on_readable` in the hub, which
+reads once without blocking and answers there what cannot block (heartbeats, frame errors)
+when nothing is queued before it. Any other frame goes, in order, to a reader greenlet spawned
+for the occasion, which dispatches the queued frames, then hands the socket back to the watcher
+and exits (the socket is not read while it runs: a flooding client is held back by TCP). Under
+TLS the reader greenlet does the reading too (the SSL layer may wait for the rest of a record).
 
 Frames are written straight from the sending greenlet with a non-blocking send while nothing is
 queued; only when the socket would block (or under TLS) do they go to a bounded outbox, drained
 by a writer greenlet spawned for the occasion (one at a time) that coalesces queued frames into
-one send and exits once the outbox is empty. An idle connection thus holds one greenlet, and its
-idle/login deadline is one lazy timer re-armed only when it fires, not a timer per recv.
+one send and exits once the outbox is empty. The idle/login deadline is one lazy timer re-armed
+only when it fires, not a timer per read.
 """
 
 import logging
@@ -15,8 +22,8 @@ from collections import deque
 import gevent
 
 from im import protocol, registry
-from im.protocol import FrameDecoder, FrameError, encode
-from im.tcp.dispatch import dispatch
+from im.protocol import Frame, FrameDecoder, FrameError, encode
+from im.tcp.dispatch import dispatch, dispatch_inline
 from im.timefmt import now_text
 
 log = logging.getLogger("im.tcp")
@@ -32,8 +39,9 @@ _READ_VIEW = memoryview(bytearray(READ_SIZE))
 
 class Connection:
     __slots__ = ("sock", "addr", "server", "cfg", "uid", "res", "token_hash", "_presence",
-                 "login_failures", "bad_frames", "state", "_out", "_closing", "_writer",
-                 "close_reason", "_send_now", "_deadline", "_timer", "__weakref__")
+                 "login_failures", "bad_frames", "_state", "_out", "_closing", "_writer",
+                 "close_reason", "_raw", "_deadline", "_login_by", "_timer", "_watcher",
+                 "_decoder", "_pending", "_reader", "__weakref__")
 
     def __init__(self, sock, addr, server):
         self.sock = sock
@@ -46,18 +54,30 @@ class Connection:
         self._presence: str | None = None
         self.login_failures = 0
         self.bad_frames = 0
-        self.state: dict = {}  # per-feature state of this session
-        self._out: deque = deque()
+        self._state: dict | None = None
+        self._out: deque | None = None  # frames waiting for the writer, created on demand
         self._closing = False
         self._writer = None
         self.close_reason = ""
-        # the underlying non-blocking socket's send; None under TLS (the writer does it all)
-        self._send_now = sock._sock.send if server.tls is None else None
+        # the underlying non-blocking socket; None under TLS (greenlets do all the I/O)
+        self._raw = sock._sock if server.tls is None else None
         self._deadline = 0.0
+        self._login_by = 0.0
         self._timer = None
+        self._watcher = None
+        self._decoder = FrameDecoder(self.cfg.max_frame_bytes)
+        self._pending: deque | None = None  # frames waiting for the reader greenlet
+        self._reader = None
 
     def __repr__(self) -> str:
         return f"<Connection {self.uid or '-'}/{self.res or '-'} {self.addr}>"
+
+    @property
+    def state(self) -> dict:
+        """Per-feature state of this session, created on first use."""
+        if self._state is None:
+            self._state = {}
+        return self._state
 
     @property
     def presence(self) -> str | None:
@@ -79,17 +99,20 @@ class Connection:
         the slow client."""
         if self._closing:
             return False
-        if len(self._out) >= self.cfg.max_outbox_frames:
+        out = self._out
+        if out is not None and len(out) >= self.cfg.max_outbox_frames:
             log.warning("outbox full, disconnecting %s", self)
             self.server.stats["outbox_drops"] += 1
             self.abort("outbox_full")
             return False
         self.server.stats["out", data[4:8]] += 1  # frames by type, for im/metrics.py
-        if self._writer is None and self._send_now is not None:
+        if self._writer is None and self._raw is not None:
             data = self._try_send(data)
             if not data:
                 return not self._closing
-        self._out.append(data)
+        if out is None:
+            out = self._out = deque()
+        out.append(data)
         if self._writer is None:
             self._writer = gevent.spawn(self._write_loop)
         return True
@@ -97,7 +120,7 @@ class Connection:
     def _try_send(self, data: bytes) -> bytes:
         """Send what the socket takes without blocking; the rest, for the writer."""
         try:
-            sent = self._send_now(data)
+            sent = self._raw.send(data)
         except BlockingIOError:
             return data
         except OSError:
@@ -136,7 +159,9 @@ class Connection:
         """Close now, dropping what is queued."""
         self.close_reason = self.close_reason or reason
         self._closing = True
-        self._out.clear()
+        out, self._out = self._out, None
+        if out:
+            out.clear()  # the writer stops at once
         self._shutdown()
         if self._writer is not None and self._writer is not gevent.getcurrent():
             self._writer.kill(block=False)
@@ -146,6 +171,7 @@ class Connection:
         return self._closing
 
     def _shutdown(self) -> None:
+        """Shut the socket down: the read watcher then sees the end of the stream."""
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -164,40 +190,123 @@ class Connection:
             self._closing = True
         finally:
             self._writer = None
+            if self._out is out and not out:
+                self._out = None
             if self._closing:
                 self._shutdown()
 
-    # --- reading (this connection's greenlet) ------------------------------------------
-    def run(self) -> None:
-        decoder = FrameDecoder(self.cfg.max_frame_bytes)
-        idle = self.cfg.idle_timeout_s
-        login_deadline = time.monotonic() + self.cfg.login_timeout_s
-        self._deadline = min(login_deadline, time.monotonic() + idle)
-        self.sock.settimeout(None)  # the deadline timer below bounds the waits
-        self._arm(self._deadline - time.monotonic())
+    # --- reading -----------------------------------------------------------------------
+    def start(self) -> None:
+        """Watch the socket (called once the connection is accepted, in any greenlet)."""
+        started = time.monotonic()
+        self._login_by = started + self.cfg.login_timeout_s
+        self._deadline = min(self._login_by, started + self.cfg.idle_timeout_s)
+        self.sock.settimeout(None)  # the deadline timer bounds the waits
+        self._arm(self._deadline - started)
+        self._watcher = gevent.get_hub().loop.io(self.sock.fileno(), 1)
+        self._watcher.start(self._on_readable)
+
+    def _on_readable(self) -> None:
+        """The socket is readable (in the hub): read once, without blocking."""
+        if self._raw is None:
+            self._start_reader()
+            return
         try:
-            while not self._closing:
-                size = self.sock.recv_into(_READ_VIEW)
-                self._deadline = FOREVER  # a slow handler is not silence
-                if not size:
-                    self.close_reason = self.close_reason or "closed"
-                    break
-                for item in decoder.feed(_READ_VIEW[:size]):
-                    if self._closing:
-                        break
-                    if isinstance(item, FrameError):
-                        self._bad_frame(item)
-                    else:
-                        self.server.stats["frames_in"] += 1
-                        self.server.stats["in", item.msgtype] += 1
-                        dispatch(self, item)
-                self._deadline = time.monotonic() + idle
-                if self.uid is None:
-                    self._deadline = min(self._deadline, login_deadline)
+            size = self._raw.recv_into(_READ_VIEW)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.close_reason = self.close_reason or "reset"
+            size = 0
+        if not size:
+            self.close_reason = self.close_reason or "closed"
+            self._end()
+            return
+        self._feed(_READ_VIEW[:size])
+        if self._closing:
+            self._end()
+        elif self._pending:
+            self._start_reader()
+
+    def _feed(self, data: memoryview) -> None:
+        """Decode what was read; answer what cannot block unless frames wait before it."""
+        stats = self.server.stats
+        for item in self._decoder.feed(data):
+            if self._closing:
+                break
+            if isinstance(item, Frame):
+                stats["frames_in"] += 1
+                stats["in", item.msgtype] += 1
+                if not self._pending and dispatch_inline(self, item):
+                    continue
+            elif not self._pending:
+                self._bad_frame(item)
+                continue
+            if self._pending is None:
+                self._pending = deque()
+            self._pending.append(item)
+        if self._pending:
+            self._deadline = FOREVER  # a slow handler is not silence
+        else:
+            self._touch()
+
+    def _touch(self) -> None:
+        """Activity: the idle (or, before login, the login) deadline starts again."""
+        deadline = time.monotonic() + self.cfg.idle_timeout_s
+        self._deadline = deadline if self.uid is not None else min(deadline, self._login_by)
+
+    def _start_reader(self) -> None:
+        self._watcher.stop()
+        self._reader = gevent.spawn(self._read_loop)
+
+    def _end(self) -> None:
+        """No more reading: finish in a greenlet (the disconnect hooks may block)."""
+        self._watcher.stop()
+        gevent.spawn(self._finish)
+
+    def _read_loop(self) -> None:
+        """The reader greenlet: give the socket back to the watcher once the queued frames
+        are handled, or finish the connection."""
+        handed_back = False
+        try:
+            handed_back = self._handle_queued()
         except OSError:
             self.close_reason = self.close_reason or "reset"
         finally:
-            self._finish()
+            self._reader = None
+            if handed_back:
+                self._watcher.start(self._on_readable)
+            else:
+                self._finish()
+
+    def _handle_queued(self) -> bool:
+        """Handle the queued frames in order (under TLS, read them first, and on while the
+        SSL layer holds more); False once the connection ends."""
+        while not self._closing:
+            if self._raw is None and not self._read_tls():
+                return False
+            pending = self._pending
+            while pending and not self._closing:
+                item = pending.popleft()
+                if isinstance(item, FrameError):
+                    self._bad_frame(item)
+                else:
+                    dispatch(self, item)
+            if not pending:
+                self._pending = None
+            self._touch()
+            if self._raw is not None or not self.sock.pending():
+                return not self._closing
+        return False
+
+    def _read_tls(self) -> bool:
+        """One read under TLS (may wait for the rest of a record); False at the end."""
+        size = self.sock.recv_into(_READ_VIEW)
+        if not size:
+            self.close_reason = self.close_reason or "closed"
+            return False
+        self._feed(_READ_VIEW[:size])
+        return True
 
     def _arm(self, seconds: float) -> None:
         self._timer = gevent.get_hub().loop.timer(max(0.0, seconds))
@@ -231,6 +340,7 @@ class Connection:
 
     def _finish(self) -> None:
         self.close(self.close_reason or "closed")
+        self._watcher.close()
         if self._timer is not None:
             self._timer.close()
         if self.uid is not None:
@@ -250,3 +360,4 @@ class Connection:
             self.sock.close()
         except OSError:
             pass
+        self.server.closed(self)

@@ -14,12 +14,24 @@ log = logging.getLogger("im.dispatch")
 COUNTED_AS_BAD = {"bad_request", "unknown_type", "not_authenticated"}
 # receipts name another sender's msgid (their handler checks it); heartbeats ignore msgid
 FREE_MSGID = {protocol.IM_MESSAGE_ACK, protocol.IM_HEARTBEAT}
+# handlers that never block nor fail, needing no login: run straight from the read callback,
+# without a greenlet or a histogram observation
+INLINE = frozenset({protocol.IM_HEARTBEAT})
 
 
 def dispatch(conn, frame: protocol.Frame) -> None:
     started = time.perf_counter()
     _dispatch(conn, frame)
     metrics.handler_seconds(frame.msgtype).observe(time.perf_counter() - started)
+
+
+def dispatch_inline(conn, frame: protocol.Frame) -> bool:
+    """Handle `frame` now if its handler is INLINE; False if it needs `dispatch`."""
+    if frame.msgtype not in INLINE:
+        return False
+    registry.TCP_HANDLERS[frame.msgtype][0](conn, frame.body)
+    conn.bad_frames = 0
+    return True
 
 
 def _dispatch(conn, frame: protocol.Frame) -> None:
