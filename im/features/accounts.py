@@ -147,9 +147,18 @@ def _kick_local(event: dict) -> None:
 
 # --- TCP session frames ----------------------------------------------------------------
 
+_beat: tuple[str, bytes] = ("", b"")
+
+
 @tcp_handler(protocol.IM_HEARTBEAT, auth=False)
 def heartbeat(conn, body: dict) -> None:
-    conn.send(protocol.IM_HEARTBEAT, {"time": now_text()})
+    """Answered from the read callback (im/tcp/dispatch.py INLINE): the answer frame is
+    encoded once per second, the resolution of its time."""
+    global _beat
+    text = now_text()
+    if _beat[0] != text:
+        _beat = (text, protocol.encode(protocol.IM_HEARTBEAT, {"time": text}))
+    conn.send_raw(_beat[1])
 
 
 @tcp_handler(protocol.IM_LOGIN, auth=False)
