@@ -65,13 +65,11 @@ def _msg_page(rows: list[tuple], limit: int, newest_first: bool = False) -> dict
 def get_offline_msg(caller: Caller, params: dict) -> dict:
     limit = _limit(params, OFFLINE_LIMIT)
     after = validate.integer(params, "after_seq", lo=0) if _given(params, "after_seq") else None
-    with runtime.db.transaction() as cur:
+    with runtime.db.autocommit() as cur:  # one statement reads the page and records it given
         if after is None:
-            rows = store.unreceived(cur, caller.uid, limit + 1)
+            rows = store.unreceived(cur, caller.uid, limit)
         else:
-            rows = store.mailbox_after(cur, caller.uid, after, limit + 1)
-        if rows[:limit]:
-            store.raise_given(cur, caller.uid, max(r[-1] for r in rows[:limit]))
+            rows = store.mailbox_after(cur, caller.uid, after, limit)
     return _msg_page(rows, limit)
 
 

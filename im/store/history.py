@@ -20,31 +20,40 @@ def _rows(cur, names: tuple[str, ...]) -> list[dict]:
 
 # --- 1:1 ------------------------------------------------------------------------------
 
+def _handing_out(page: str) -> str:
+    """`page` (1:1 rows, seq last, at most %(n)s + 1 of them) as one statement, in seq order,
+    that also records the highest seq of its first %(n)s rows as given to %(u)s (never lowers
+    it): a fetch is one round trip, and the read and the record share one snapshot."""
+    return f"""WITH page AS ({page}),
+                    given AS (
+                        UPDATE im_mailbox b SET given_seq = g.seq
+                        FROM (SELECT max(seq) AS seq
+                              FROM (SELECT seq FROM page ORDER BY seq LIMIT %(n)s) first) g
+                        WHERE b.uid = %(u)s AND b.given_seq < g.seq)
+                SELECT * FROM page ORDER BY seq"""
+
+
 def unreceived(cur, uid: str, limit: int) -> list[tuple]:
-    """Messages to uid not yet marked received, in mailbox order."""
-    cur.execute(f"""SELECT {MSG_COLS}, to_seq FROM tp_im_message
+    """Up to limit + 1 messages to uid not yet marked received, in mailbox order; the first
+    `limit` count as given."""
+    cur.execute(_handing_out(f"""SELECT {MSG_COLS}, to_seq AS seq FROM tp_im_message
                     WHERE msgto = %(u)s AND received = 0 AND to_seq > COALESCE(
                           (SELECT received_seq FROM im_received WHERE uid = %(u)s), 0)
-                    ORDER BY to_seq LIMIT %(n)s""", {"u": uid, "n": limit})
+                    ORDER BY to_seq LIMIT %(n)s + 1"""), {"u": uid, "n": limit})
     return cur.fetchall()
 
 
 def mailbox_after(cur, uid: str, after: int, limit: int) -> list[tuple]:
-    """uid's mailbox after position `after`, sent and received (a message to oneself once)."""
-    cur.execute(f"""(SELECT {MSG_COLS}, to_seq AS seq FROM tp_im_message
-                     WHERE msgto = %(u)s AND to_seq > %(a)s ORDER BY to_seq LIMIT %(n)s)
+    """Up to limit + 1 rows of uid's mailbox after position `after`, sent and received (a
+    message to oneself once); the first `limit` count as given."""
+    cur.execute(_handing_out(f"""(SELECT {MSG_COLS}, to_seq AS seq FROM tp_im_message
+                     WHERE msgto = %(u)s AND to_seq > %(a)s ORDER BY to_seq LIMIT %(n)s + 1)
                     UNION ALL
                     (SELECT {MSG_COLS}, from_seq FROM tp_im_message
                      WHERE msgfrom = %(u)s AND from_seq > %(a)s AND msgto <> %(u)s
-                     ORDER BY from_seq LIMIT %(n)s)
-                    ORDER BY seq LIMIT %(n)s""", {"u": uid, "a": after, "n": limit})
+                     ORDER BY from_seq LIMIT %(n)s + 1)
+                    ORDER BY seq LIMIT %(n)s + 1"""), {"u": uid, "a": after, "n": limit})
     return cur.fetchall()
-
-
-def raise_given(cur, uid: str, seq: int) -> None:
-    """Record that uid has been given its mailbox up to `seq` (never lowers it)."""
-    cur.execute("UPDATE im_mailbox SET given_seq = GREATEST(given_seq, %s) WHERE uid = %s",
-                (seq, uid))
 
 
 def mark_received_upto(cur, uid: str, seq: int) -> int:
