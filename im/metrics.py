@@ -1,6 +1,6 @@
 """The process's Prometheus metrics (exported as GET /metrics by im/web/ops.py).
 
-Counters that features bump themselves live here as module objects (`MESSAGES_STORED`,
+Counters and histograms that features bump themselves live here as module objects (`MESSAGES_STORED`,
 `ACK_LATENCY` in im/features/chat.py, `LOGINS`, `LOGIN_FAILURES` in accounts, `HANDLER_SECONDS`
 in im/tcp/dispatch.py). What the process already counts — the router's
 sessions, the TCP server's `stats`, the pool's gauges — is read at scrape time by a collector,
@@ -10,14 +10,15 @@ workers a scrape sees one worker; the TCP process holds every session.
 
 import os
 import time
+from bisect import bisect_left
 from collections.abc import Iterator
 
 import prometheus_client.metrics
 import prometheus_client.values
 from gevent import monkey
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 
 from im import protocol
@@ -34,11 +35,54 @@ STARTED = time.time()
 MESSAGES_STORED = Counter("im_messages_stored", "chat messages committed to the database",
                           ["kind"], registry=REGISTRY)  # kind: "chat" (1:1) or "group"
 _BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
-ACK_LATENCY = Histogram("im_message_ack_latency_seconds",
-                        "IM_MESSAGE: from the frame's arrival to its ACK, after the commit",
-                        registry=REGISTRY, buckets=_BUCKETS)
-HANDLER_SECONDS = Histogram("im_handler_seconds", "time a TCP frame's handler ran, by msgtype",
-                            ["type"], registry=REGISTRY, buckets=_BUCKETS)
+
+
+class _Buckets:
+    __slots__ = ("counts", "sum")
+
+    def __init__(self, size: int):
+        self.counts = [0] * size
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(_BUCKETS, value)] += 1  # the first bound >= value: `le`
+        self.sum += value
+
+
+class LoopHistogram:
+    """A histogram for the per-frame paths, observed only from the event loop's thread:
+    plain lists and a bisect, where prometheus_client takes a lock and walks its buckets per
+    observation (6x the cost here; ~13% of the server's CPU in chat at 3,000 msg/s, py-spy).
+    Exported at scrape time."""
+
+    def __init__(self, name: str, doc: str, labelnames: tuple[str, ...] = ()):
+        self.name, self.doc, self.labelnames = name, doc, labelnames
+        self._children: dict[tuple, _Buckets] = {}
+        if not labelnames:
+            self.observe = self.labels().observe
+        REGISTRY.register(self)
+
+    def labels(self, *values: str) -> _Buckets:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = _Buckets(len(_BUCKETS) + 1)
+        return child
+
+    def collect(self) -> Iterator:
+        family = HistogramMetricFamily(self.name, self.doc, labels=list(self.labelnames))
+        for values, child in sorted(self._children.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip((*map(str, _BUCKETS), "+Inf"), child.counts):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            family.add_metric(list(values), buckets, child.sum)
+        yield family
+
+
+ACK_LATENCY = LoopHistogram("im_message_ack_latency_seconds",
+                            "IM_MESSAGE: from the frame's arrival to its ACK, after the commit")
+HANDLER_SECONDS = LoopHistogram("im_handler_seconds", "time a TCP frame's handler ran, by msgtype",
+                                ("type",))
 LOGINS = Counter("im_logins", "successful logins", ["method"], registry=REGISTRY)
 LOGIN_FAILURES = Counter("im_login_failures", "failed password logins (TCP and HTTP)",
                          registry=REGISTRY)
