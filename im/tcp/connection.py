@@ -41,7 +41,7 @@ class Connection:
     __slots__ = ("sock", "addr", "server", "cfg", "uid", "res", "token_hash", "_presence",
                  "login_failures", "bad_frames", "_state", "_out", "_closing", "_writer",
                  "close_reason", "_raw", "_deadline", "_login_by", "_timer", "_watcher",
-                 "_decoder", "_pending", "_reader", "__weakref__")
+                 "_decoder", "_pending", "_reader", "_corked", "__weakref__")
 
     def __init__(self, sock, addr, server):
         self.sock = sock
@@ -68,6 +68,7 @@ class Connection:
         self._decoder = FrameDecoder(self.cfg.max_frame_bytes)
         self._pending: deque | None = None  # frames waiting for the reader greenlet
         self._reader = None
+        self._corked: list | None = None  # frames sent during this turn of the loop
 
     def __repr__(self) -> str:
         return f"<Connection {self.uid or '-'}/{self.res or '-'} {self.addr}>"
@@ -100,24 +101,43 @@ class Connection:
         if self._closing:
             return False
         out = self._out
-        if out is not None and len(out) >= self.cfg.max_outbox_frames:
+        corked = self._corked
+        if out is not None and len(out) >= self.cfg.max_outbox_frames \
+                or corked is not None and len(corked) >= self.cfg.max_outbox_frames:
             log.warning("outbox full, disconnecting %s", self)
             self.server.stats["outbox_drops"] += 1
             self.abort("outbox_full")
             return False
         self.server.stats["out", data[4:8]] += 1  # frames by type, for im/metrics.py
         if self._writer is None and self._raw is not None:
-            data = self._try_send(data)
-            if not data:
-                return not self._closing
+            if corked is None:
+                self._corked = [data]
+                gevent.get_hub().loop.run_callback(self._uncork)
+            else:
+                corked.append(data)
+            return True
+        self._queue(data)
+        return True
+
+    def _uncork(self) -> None:
+        """Send the frames of one turn of the loop in one call (the chat writer's ACKs and
+        deliveries of a batch: one send per connection instead of one per frame)."""
+        corked, self._corked = self._corked, None
+        if not corked:
+            return
+        rest = self._try_send(corked[0] if len(corked) == 1 else b"".join(corked), len(corked))
+        if rest:
+            self._queue(rest)
+
+    def _queue(self, data: bytes) -> None:
+        out = self._out
         if out is None:
             out = self._out = deque()
         out.append(data)
         if self._writer is None:
             self._writer = gevent.spawn(self._write_loop)
-        return True
 
-    def _try_send(self, data: bytes) -> bytes:
+    def _try_send(self, data: bytes, frames: int) -> bytes:
         """Send what the socket takes without blocking; the rest, for the writer."""
         try:
             sent = self._raw.send(data)
@@ -127,7 +147,7 @@ class Connection:
             self.abort("reset")
             return b""
         if sent == len(data):
-            self.server.stats["frames_out"] += 1
+            self.server.stats["frames_out"] += frames
             return b""
         return data[sent:]
 
@@ -150,6 +170,7 @@ class Connection:
     def close(self, reason: str) -> None:
         """Close after the queued frames are written."""
         if not self._closing:
+            self._uncork()  # what was sent before the close goes out first
             self.close_reason = reason
             self._closing = True
             if self._writer is None:  # else the writer shuts down once it has flushed
@@ -159,6 +180,7 @@ class Connection:
         """Close now, dropping what is queued."""
         self.close_reason = self.close_reason or reason
         self._closing = True
+        self._corked = None
         out, self._out = self._out, None
         if out:
             out.clear()  # the writer stops at once
