@@ -205,5 +205,8 @@ CREATE TABLE IF NOT EXISTS im_file (
     md5        varchar(32),
     created_at timestamptz NOT NULL DEFAULT now()
 );
+-- of `size`, the bytes fsynced (NULL: all of them) and the machine boot the rest was written in
+ALTER TABLE im_file ADD COLUMN IF NOT EXISTS durable bigint;
+ALTER TABLE im_file ADD COLUMN IF NOT EXISTS boot varchar(36);
 
 INSERT INTO schema_version (id, version) VALUES (1, 1) ON CONFLICT DO NOTHING;

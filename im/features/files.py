@@ -11,6 +11,7 @@ upload request (the complete file exists).
 """
 
 import errno
+import functools
 import hashlib
 import hmac
 import logging
@@ -38,6 +39,7 @@ MAX_BASE64 = MAX_CHUNK_BYTES * 4 // 3 + 4
 READ_BLOCK = 1024 * 1024
 SPOOL_BLOCK = 256 * 1024
 SPARE_SPOOLS = 4
+CHECKPOINT_BYTES = 16 * 1024 * 1024  # fsynced at least this often (and at the end)
 AVATAR_PREFIX = "/file/"
 
 
@@ -197,46 +199,67 @@ def upload(uid: str, name: str, filesize: int, offset: int, data: "bytes | Spool
             raise ImError("forbidden", "this file name belongs to another user", 403)
         if row["filesize"] != filesize:
             raise bad_request("filesize", f"differs from the {row['filesize']} bytes announced first")
-        stored, done = _settle(cur, name, row)
+        stored, durable, done = _settle(cur, name, row)
         if data and (done or offset != stored):
             raise OffsetConflict(stored, offset)
         if done or not data and stored < filesize:
             return stored  # a probe
-        stored = _append(name, stored, data)
+        end = stored + len(data)
+        sync = end == filesize or end - durable >= CHECKPOINT_BYTES or boot_id() is None
+        stored = _append(name, stored, data, sync)
         complete = stored == filesize
         if complete:
             _publish(name)
-        # the chunk is on disk (fsynced) already: a crash that forgets its count only makes the
-        # client send it again; a new owner and a completion are committed durably
-        store.set_size(cur, name, stored, complete, flush=complete or claimed)
+        # losing this count in a crash only makes the client send chunks again; a new owner and
+        # a completion are committed durably
+        store.set_size(cur, name, stored, complete, stored if sync else durable, boot_id(),
+                       flush=complete or claimed)
     if complete:
         log.info("file %s complete (%d bytes) by %s", name, stored, uid)
     return stored
 
 
-def _settle(cur, name: str, row: dict) -> tuple[int, bool]:
-    """(committed size, complete), reconciled with the disk after a crash."""
+@functools.cache
+def boot_id() -> str | None:
+    """This boot of the machine (Linux); None where unknown, and then every chunk is fsynced."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _settle(cur, name: str, row: dict) -> tuple[int, int, bool]:
+    """(counted size, fsynced size, complete), reconciled with the disk after a crash: counted
+    bytes not yet fsynced are trusted only within the boot that wrote them (the page cache
+    survives a crash of the process, not of the machine)."""
     if row["complete"] or _size_or_none(_dir("complete") / name) is not None:
         if not row["complete"]:
-            store.set_size(cur, name, row["filesize"], True)
-        return row["filesize"], True
+            store.set_size(cur, name, row["filesize"], True, row["filesize"], boot_id())
+        return row["filesize"], row["filesize"], True
+    durable = row["size"] if row["durable"] is None else row["durable"]
+    counted = row["size"] if row["boot"] == boot_id() else durable
     on_disk = _size_or_none(_dir("partial") / name) or 0
-    if on_disk < row["size"]:
-        log.warning("file %s: %d bytes on disk, %d counted; resuming from the disk", name,
-                    on_disk, row["size"])
-        store.set_size(cur, name, on_disk, False)
-        return on_disk, False
-    return row["size"], False
+    if on_disk < counted:
+        log.warning("file %s: %d bytes on disk, %d counted; resuming from the disk", name, on_disk, counted)
+        counted = on_disk
+    elif counted < row["size"]:
+        log.warning("file %s: the machine restarted since %d bytes were counted, %d of them fsynced; "
+                    "resuming there", name, row["size"], counted)
+    if counted != row["size"]:
+        store.set_size(cur, name, counted, False, min(durable, counted), boot_id())
+    return counted, min(durable, counted), False
 
 
-def _append(name: str, stored: int, data: "bytes | Spool") -> int:
-    """Write `data` at `stored` of the partial file (cutting any uncounted tail), fsync it."""
+def _append(name: str, stored: int, data: "bytes | Spool", sync: bool) -> int:
+    """Write `data` at `stored` of the partial file (cutting any uncounted tail); fsync the file
+    when `sync`."""
     fd = os.open(_dir("partial") / name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
     try:
         if os.fstat(fd).st_size != stored:
             os.ftruncate(fd, stored)
         at = data.copy_to(fd, stored) if isinstance(data, Spool) else _pwrite_all(fd, data, stored)
-        _in_thread(os.fsync, fd)
+        if sync:
+            _in_thread(os.fsync, fd)
     finally:
         os.close(fd)
     return at

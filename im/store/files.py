@@ -1,11 +1,11 @@
 """SQL of the file server (PROTOCOL.md §3): who owns a name, how many bytes are committed."""
 
-FILE_COLUMNS = ("owner", "filesize", "size", "complete", "md5")
+FILE_COLUMNS = ("owner", "filesize", "size", "complete", "md5", "durable", "boot")
 
 
 def claim(cur, name: str, owner: str, filesize: int) -> bool:
     """Record `owner` as the name's owner unless someone already is; whether this did."""
-    cur.execute("""INSERT INTO im_file (name, owner, filesize) VALUES (%s, %s, %s)
+    cur.execute("""INSERT INTO im_file (name, owner, filesize, durable) VALUES (%s, %s, %s, 0)
                    ON CONFLICT (name) DO NOTHING""", (name, owner, filesize))
     return cur.rowcount == 1
 
@@ -23,11 +23,14 @@ def get(cur, name: str) -> dict | None:
     return dict(zip(FILE_COLUMNS, found)) if found else None
 
 
-def set_size(cur, name: str, size: int, complete: bool, flush: bool = True) -> None:
-    """Count `size` bytes; without `flush` the commit does not wait for its WAL to reach the
-    disk (a crash may forget this count, never half of the transaction)."""
+def set_size(cur, name: str, size: int, complete: bool, durable: int, boot: str | None,
+             flush: bool = True) -> None:
+    """Count `size` bytes, `durable` of them fsynced, the rest written during `boot`. Without
+    `flush` the commit does not wait for its WAL to reach the disk (a crash may forget this
+    count, never half of the transaction)."""
     lazily = "" if flush else "SET LOCAL synchronous_commit TO off; "
-    cur.execute(lazily + "UPDATE im_file SET size = %s, complete = %s WHERE name = %s", (size, complete, name))
+    cur.execute(lazily + "UPDATE im_file SET size = %s, complete = %s, durable = %s, boot = %s WHERE name = %s",
+                (size, complete, durable, boot, name))
 
 
 def set_md5(cur, name: str, md5: str) -> None:
