@@ -3,11 +3,12 @@
 Layout under `files_path`: `partial/<name>` grows chunk by chunk; `complete/<name>` appears
 by an atomic rename once every byte is there, so only complete files are ever served and a
 crash never leaves a corrupt file visible. The database row of a name (im_file) records its
-owner and the committed size: a chunk is written, fsynced, and only then counted, in the
-transaction that holds the row's lock (uploads of one name are serialised, across processes
-too). A crash between the write and the commit leaves an uncounted tail, cut off before the
-next chunk is appended; a crash between the rename and the commit is noticed by the next
-upload request (the complete file exists).
+owner and the counted size: a chunk is written and then counted, in the transaction that holds
+the row's lock (uploads of one name are serialised, across processes too). The file is fsynced
+every CHECKPOINT_BYTES and before it is published; counted bytes past the last fsync are trusted
+only within the machine boot that wrote them (docs/files.md). A crash between the write and the
+commit leaves an uncounted tail, cut off before the next chunk is appended; a crash between the
+rename and the commit is noticed by the next upload request (the complete file exists).
 """
 
 import errno
