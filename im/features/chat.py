@@ -363,7 +363,8 @@ def tcp_message(conn, body: dict) -> None:
         window = conn.state["chat_window"] = BoundedSemaphore(WINDOW)
     window.acquire()
     message.conn = conn
-    message.reply = lambda outcome: _reply_tcp(conn, window, message.msgid, outcome, started)
+    msgid = message.msgid  # not `message`: a closure over it would make a reference cycle
+    message.reply = lambda outcome: _reply_tcp(conn, window, msgid, outcome, started)
     try:
         _writer.submit(message)
     except ImError:
