@@ -40,13 +40,15 @@ def worker(job: dict) -> dict:
     recv = {"lat": [], "dups": 0, "received": 0}
     acks: list = []
     count, rate = job["count"], job["per_pair"]
+    for p in job["pairs"]:
+        p["phase"] /= rate  # seconds
     t0 = time.perf_counter() + 0.5  # the recipients log in (and are mirrored) meanwhile
     greenlets = []
     for p in job["pairs"]:
         to_job, from_job = {**job, "port": p["to_port"]}, {**job, "port": p["from_port"]}
         greenlets.append(gevent.spawn(bench._receive, to_job, p["to"], count, True, recv))
         greenlets.append(gevent.spawn(lambda p=p, j=from_job: acks.append(bench._send_stream(
-            j, p["from"], p["to"]["uid"], count, rate, False, t0, ack_lat))))
+            j, p["from"], p["to"]["uid"], count, rate, False, t0 + p["phase"], ack_lat))))
     gevent.joinall(greenlets, timeout=job["timeout"] + 30)
     return {"ack": ack_lat, "e2e": recv["lat"], "received": recv["received"], "dups": recv["dups"],
             "acked": sum(acks), "expected": count * len(job["pairs"]), "cpu": time.process_time()}
@@ -107,6 +109,7 @@ class ClusterBench(bench.Bench):
         a, b = (node.tcp_port for node in self.nodes)
         pairs = self.pairs(n, prefix)
         for i, p in enumerate(pairs):
+            p["phase"] = i / n  # fraction of a sending period: senders not in lockstep
             p["from_port"] = a if i % 2 == 0 else b
             p["to_port"] = p["from_port"] if kind == "same" else (b if i % 2 == 0 else a)
         return pairs
