@@ -6,8 +6,10 @@ import socket
 import time
 
 from im import protocol
+from support import PASSWORD
+from test_tls import certificate, https  # noqa: F401  (certificate: the fixture)
 
-PW = "pw"
+PW = PASSWORD
 ACK = protocol.IM_MESSAGE_ACK
 HEARTBEAT = protocol.encode(protocol.IM_HEARTBEAT, {})
 
@@ -85,3 +87,19 @@ def test_half_a_frame_does_not_hold_the_login_deadline(make_server):
     started = time.monotonic()
     client.wait_closed(timeout=10)
     assert time.monotonic() - started < 8
+
+
+def test_under_tls_a_pipelined_stream_is_answered_in_order(make_server, certificate):  # noqa: F811
+    """Over TLS, frames spanning several TLS records in one write are all read and answered in
+    order, and the session still answers once it has idled."""
+    cert, key = certificate
+    srv = make_server(tls_cert=cert, tls_key=key)
+    assert https(srv, cert, "POST", "/admin/users", {"uid": "jack", "pwd": PW})[0] == 201
+    client = srv.client(tls=True)
+    big = protocol.encode(protocol.IM_HEARTBEAT, {"pad": "x" * 40000})
+    client.send_bytes(HEARTBEAT * 20 + login_frame("jack", "1") + big + HEARTBEAT * 20)
+    kinds = [client.recv(5)[0] for _ in range(42)]
+    assert kinds == [protocol.IM_HEARTBEAT] * 20 + [ACK] + [protocol.IM_HEARTBEAT] * 21
+    time.sleep(0.3)
+    assert client.heartbeat()["time"]
+    client.close()
