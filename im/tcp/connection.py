@@ -41,7 +41,7 @@ class Connection:
     __slots__ = ("sock", "addr", "server", "cfg", "uid", "res", "token_hash", "_presence",
                  "login_failures", "bad_frames", "_state", "_out", "_closing", "_writer",
                  "close_reason", "_raw", "_deadline", "_login_by", "_timer", "_watcher",
-                 "_decoder", "_pending", "_reader", "_corked", "__weakref__")
+                 "_decoder", "_pending", "_corked", "__weakref__")
 
     def __init__(self, sock, addr, server):
         self.sock = sock
@@ -67,7 +67,6 @@ class Connection:
         self._watcher = None
         self._decoder = FrameDecoder(self.cfg.max_frame_bytes)
         self._pending: deque | None = None  # frames waiting for the reader greenlet
-        self._reader = None
         self._corked: list | None = None  # frames sent during this turn of the loop
 
     def __repr__(self) -> str:
@@ -279,7 +278,7 @@ class Connection:
 
     def _start_reader(self) -> None:
         self._watcher.stop()
-        self._reader = gevent.spawn(self._read_loop)
+        gevent.spawn(self._read_loop)
 
     def _end(self) -> None:
         """No more reading: finish in a greenlet (the disconnect hooks may block)."""
@@ -295,7 +294,6 @@ class Connection:
         except OSError:
             self.close_reason = self.close_reason or "reset"
         finally:
-            self._reader = None
             if handed_back:
                 self._watcher.start(self._on_readable)
             else:
