@@ -192,8 +192,8 @@ class Spool:
 def upload(uid: str, name: str, filesize: int, offset: int, data: "bytes | Spool") -> int:
     """Store one chunk (an empty one is a probe); returns the bytes stored after it."""
     check_chunk(filesize, offset, len(data))
-    with runtime.db.transaction() as cur:
-        row = store.lock(cur, name)
+    with runtime.db.autocommit() as cur:  # BEGIN and COMMIT ride with the first and last statements
+        row = store.lock(cur, name, begin=True)
         claimed = row is None and store.claim(cur, name, uid, filesize)
         row = row or store.lock(cur, name)
         if row["owner"] != uid:
@@ -204,7 +204,8 @@ def upload(uid: str, name: str, filesize: int, offset: int, data: "bytes | Spool
         if data and (done or offset != stored):
             raise OffsetConflict(stored, offset)
         if done or not data and stored < filesize:
-            return stored  # a probe
+            store.commit(cur)  # a probe: keeps a new owner and what _settle repaired
+            return stored
         end = stored + len(data)
         sync = end == filesize or end - durable >= CHECKPOINT_BYTES or boot_id() is None
         stored = _append(name, stored, data, sync)
@@ -214,7 +215,7 @@ def upload(uid: str, name: str, filesize: int, offset: int, data: "bytes | Spool
         # losing this count in a crash only makes the client send chunks again; a new owner and
         # a completion are committed durably
         store.set_size(cur, name, stored, complete, stored if sync else durable, boot_id(),
-                       flush=complete or claimed)
+                       flush=complete or claimed, commit=True)
     if complete:
         log.info("file %s complete (%d bytes) by %s", name, stored, uid)
     return stored

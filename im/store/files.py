@@ -10,9 +10,11 @@ def claim(cur, name: str, owner: str, filesize: int) -> bool:
     return cur.rowcount == 1
 
 
-def lock(cur, name: str) -> dict | None:
-    """The name's row, locked until commit: uploads of one name are serialised."""
-    cur.execute(f"SELECT {', '.join(FILE_COLUMNS)} FROM im_file WHERE name = %s FOR UPDATE", (name,))
+def lock(cur, name: str, begin: bool = False) -> dict | None:
+    """The name's row, locked until commit: uploads of one name are serialised. `begin` opens
+    the transaction in the same round trip (on an autocommit connection)."""
+    cur.execute(("BEGIN; " if begin else "") +
+                f"SELECT {', '.join(FILE_COLUMNS)} FROM im_file WHERE name = %s FOR UPDATE", (name,))
     found = cur.fetchone()
     return dict(zip(FILE_COLUMNS, found)) if found else None
 
@@ -24,13 +26,17 @@ def get(cur, name: str) -> dict | None:
 
 
 def set_size(cur, name: str, size: int, complete: bool, durable: int, boot: str | None,
-             flush: bool = True) -> None:
-    """Count `size` bytes, `durable` of them fsynced, the rest written during `boot`. Without
-    `flush` the commit does not wait for its WAL to reach the disk (a crash may forget this
-    count, never half of the transaction)."""
-    lazily = "" if flush else "SET LOCAL synchronous_commit TO off; "
-    cur.execute(lazily + "UPDATE im_file SET size = %s, complete = %s, durable = %s, boot = %s WHERE name = %s",
-                (size, complete, durable, boot, name))
+             flush: bool = True, commit: bool = False) -> None:
+    """Count `size` bytes, `durable` of them fsynced, the rest written during `boot`; `commit`
+    in the same round trip. Without `flush` the commit does not wait for its WAL to reach the
+    disk (a crash may forget this count, never half of the transaction)."""
+    cur.execute(("" if flush else "SET LOCAL synchronous_commit TO off; ") +
+                "UPDATE im_file SET size = %s, complete = %s, durable = %s, boot = %s WHERE name = %s" +
+                ("; COMMIT" if commit else ""), (size, complete, durable, boot, name))
+
+
+def commit(cur) -> None:
+    cur.execute("COMMIT")
 
 
 def set_md5(cur, name: str, md5: str) -> None:
