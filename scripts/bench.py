@@ -985,7 +985,9 @@ def run(bench: Bench, opts, scenario: str) -> list[dict]:
         return [bench.history(opts.history_rows, queries=20 if tiny else 500)]
     if scenario == "http":
         return [bench.http(1 if tiny else opts.duration, 4 if tiny else 64)]
-    return [bench.files(opts.file_mib * 2 ** 20 if not tiny else 256 * 1024, 1 << 20 if not tiny else 64 * 1024)]
+    if tiny:
+        return [bench.files(256 * 1024, 64 * 1024)]
+    return [bench.files(opts.file_mib * 2 ** 20, opts.file_chunk_kib * 1024)]
 
 
 def print_table(results: list[dict]) -> None:
@@ -1011,6 +1013,7 @@ def main() -> int:
     p.add_argument("--offline", type=int, default=100_000, help="messages to offline users")
     p.add_argument("--history-rows", type=int, default=10_000_000)
     p.add_argument("--file-mib", type=int, default=100)
+    p.add_argument("--file-chunk-kib", type=int, default=1024, help="upload chunk and download block (≤ 8192)")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2),
                    help="driver processes (cores given to the driver)")
     p.add_argument("--tiny", action="store_true", help="every scenario at a tiny size (smoke test)")
