@@ -348,7 +348,9 @@ def test_marks_never_pass_what_was_fetched_while_senders_commit(server, make_use
 def process_counts(srv) -> dict:
     status = srv.admin().call("GET", "/ops/status")[1]
     sessions = srv.admin().call("GET", "/ops/sessions")[1]
-    return {"fds": len(os.listdir(f"/proc/{srv.proc.pid}/fd")),
+    db = srv.sql("""SELECT count(*) FROM pg_stat_activity
+                    WHERE application_name = 'im' AND datname = current_database()""")[0][0]
+    return {"fds": len(os.listdir(f"/proc/{srv.proc.pid}/fd")), "db_connections": db,
             "tcp_connections": status["tcp_connections"], "sessions": status["sessions"],
             "pool_in_use": status["pool"]["in_use"], "announced": sum(1 for s in sessions["sessions"] if s["show"])}
 
@@ -398,7 +400,9 @@ def test_thousands_of_sessions_come_and_go_without_leaks(make_server, make_users
     before = wait_until(settled, what="settled connections")
     run(500, 1000)  # 2,000 sessions
     after = wait_until(settled, what="settled connections")
-    assert after["fds"] <= before["fds"] + 2, (before, after)
+    # the pool may still grow towards db_pool_size: its connections are not leaks
+    grown = after["db_connections"] - before["db_connections"]
+    assert after["fds"] <= before["fds"] + grown + 2, (before, after)
     assert (after["sessions"], after["pool_in_use"], after["announced"]) == (2, 0, 1)
     time.sleep(0.5)
     stop.set()
