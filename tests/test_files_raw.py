@@ -7,18 +7,27 @@ import hashlib
 import os
 import socket
 import threading
+import time
 import urllib.parse
 from pathlib import Path
 
 import pytest
 
+from im.client import Http
 from test_files import Files, new_name, signature
+from test_gunicorn import start_gunicorn
 
 RAW = {"Content-Type": "application/octet-stream"}
 
 
 class RawFiles(Files):
     """A file-server client sending chunks as raw bodies."""
+
+    def __init__(self, server, uid: str, http: Http | None = None):
+        if http is None:
+            super().__init__(server, uid)
+        else:
+            self.http, self.token = http, http.login(uid, "pw")
 
     def raw(self, name: str, data: bytes, offset: int, filesize: int, sign: bool = True,
             bearer: str | None = None, **params):
@@ -200,3 +209,24 @@ def test_a_machine_restart_resumes_from_the_last_fsync(server, jack_rose):
     assert md5(rose.call("/file/download", filename=name)[1]) == md5(data)
     assert server.sql("SELECT size, durable, complete FROM im_file WHERE name = %s", (name,)) == \
         [(len(data), len(data), True)]
+
+
+def test_raw_upload_under_gunicorn(server, make_users, tmp_path):
+    """Two gevent workers of gunicorn share the files directory and the row locks."""
+    jack, = make_users(1)
+    proc, log, port = start_gunicorn(server.database_url, tmp_path)
+    try:
+        http = Http(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 30  # workers open their pools after fork
+        while http.call("GET", "/readyz")[0] != 200:
+            assert time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.2)
+        files = RawFiles(server, jack, http)
+        name, data = new_name(), os.urandom(3_000_000)
+        files.raw_all(name, data, 1_000_000)
+        status, body, headers = files.call("/file/download", filename=name, offset=1_000_000,
+                                           block_size=1_500_000)
+        assert (status, headers["FI"], body) == (200, "3000000", data[1_000_000:2_500_000])
+    finally:
+        proc.kill()
+        proc.wait()
