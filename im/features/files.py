@@ -189,6 +189,9 @@ class Spool:
         self.file = None
 
 
+os.register_at_fork(after_in_child=Spool.spare.clear)  # a forked child must not share them
+
+
 def upload(uid: str, name: str, filesize: int, offset: int, data: "bytes | Spool") -> int:
     """Store one chunk (an empty one is a probe); returns the bytes stored after it."""
     check_chunk(filesize, offset, len(data))
