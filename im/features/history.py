@@ -91,7 +91,7 @@ def get_roster_msg_history(caller: Caller, params: dict) -> dict:
     days = validate.integer(params, "days", default=DEFAULT_DAYS, lo=1, hi=MAX_DAYS)
     before = validate.integer(params, "before_seq", default=NO_BOUND, lo=0)
     limit = _limit(params, HISTORY_LIMIT)
-    with runtime.db.transaction() as cur:
+    with runtime.db.autocommit() as cur:  # one statement: no BEGIN and COMMIT round trips
         rows = store.conversation(cur, caller.uid, other, before, days, limit + 1)
     return _msg_page(rows, limit, newest_first=True)
 

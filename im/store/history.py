@@ -6,6 +6,7 @@ the recipient, `from_seq` of the sender), group messages by (gid, seq).
 
 from datetime import datetime
 
+from im import db
 from im.store import chat
 
 # 1:1 rows are tuples (msgid, from, from_res, to, time, body, seq): the feature shapes them for
@@ -19,40 +20,68 @@ def _rows(cur, names: tuple[str, ...]) -> list[dict]:
 
 
 # --- 1:1 ------------------------------------------------------------------------------
+# The reads below are prepared once per pooled connection (`STATEMENTS`): planning cost
+# PostgreSQL more than running them. Each is written so that the generic plan (used after the
+# fifth execution) walks the same index as a custom one for a light or a heavy user: equality
+# on the leading columns, the order and the bound on the next one.
 
 def _handing_out(page: str) -> str:
-    """`page` (1:1 rows, seq last, at most %(n)s + 1 of them) as one statement, in seq order,
-    that also records the highest seq of its first %(n)s rows as given to %(u)s (never lowers
-    it): a fetch is one round trip, and the read and the record share one snapshot."""
+    """`page` (1:1 rows, seq last, at most $2 + 1 of them; $1 the uid) as one statement, in
+    seq order, that also records the highest seq of its first $2 rows as given to $1 (never
+    lowers it): a fetch is one round trip, and the read and the record share one snapshot."""
     return f"""WITH page AS ({page}),
                     given AS (
                         UPDATE im_mailbox b SET given_seq = g.seq
                         FROM (SELECT max(seq) AS seq
-                              FROM (SELECT seq FROM page ORDER BY seq LIMIT %(n)s) first) g
-                        WHERE b.uid = %(u)s AND b.given_seq < g.seq)
+                              FROM (SELECT seq FROM page ORDER BY seq LIMIT $2) first) g
+                        WHERE b.uid = $1 AND b.given_seq < g.seq)
                 SELECT * FROM page ORDER BY seq"""
+
+
+STATEMENTS = {
+    # uid, limit: messages to uid after its receipt floor, not yet received
+    "im_hist_unreceived": "(text, bigint) AS " + _handing_out(f"""
+        SELECT {MSG_COLS}, to_seq AS seq FROM tp_im_message
+        WHERE msgto = $1 AND received = 0 AND to_seq > COALESCE(
+              (SELECT received_seq FROM im_received WHERE uid = $1), 0)
+        ORDER BY to_seq LIMIT $2 + 1"""),
+    # uid, limit, after: uid's mailbox after a position, sent and received
+    "im_hist_after": "(text, bigint, bigint) AS " + _handing_out(f"""
+        (SELECT {MSG_COLS}, to_seq AS seq FROM tp_im_message
+         WHERE msgto = $1 AND to_seq > $3 ORDER BY to_seq LIMIT $2 + 1)
+        UNION ALL
+        (SELECT {MSG_COLS}, from_seq FROM tp_im_message
+         WHERE msgfrom = $1 AND from_seq > $3 AND msgto <> $1
+         ORDER BY from_seq LIMIT $2 + 1)
+        ORDER BY seq LIMIT $2 + 1"""),
+    # uid, other, before, days, limit: the pair's newest messages, both directions
+    "im_hist_pair": f"""(text, text, bigint, integer, bigint) AS
+        (SELECT {MSG_COLS}, to_seq AS seq FROM tp_im_message
+         WHERE msgto = $1 AND msgfrom = $2 AND to_seq < $3
+           AND indb_time >= now() - $4 * interval '1 day'
+         ORDER BY to_seq DESC LIMIT $5)
+        UNION ALL
+        (SELECT {MSG_COLS}, from_seq FROM tp_im_message
+         WHERE msgfrom = $1 AND msgto = $2 AND msgto <> msgfrom
+           AND from_seq < $3 AND indb_time >= now() - $4 * interval '1 day'
+         ORDER BY from_seq DESC LIMIT $5)
+        ORDER BY seq DESC LIMIT $5""",
+}
 
 
 def unreceived(cur, uid: str, limit: int) -> list[tuple]:
     """Up to limit + 1 messages to uid not yet marked received, in mailbox order; the first
     `limit` count as given."""
-    cur.execute(_handing_out(f"""SELECT {MSG_COLS}, to_seq AS seq FROM tp_im_message
-                    WHERE msgto = %(u)s AND received = 0 AND to_seq > COALESCE(
-                          (SELECT received_seq FROM im_received WHERE uid = %(u)s), 0)
-                    ORDER BY to_seq LIMIT %(n)s + 1"""), {"u": uid, "n": limit})
+    db.prepare(cur, STATEMENTS)
+    cur.execute("EXECUTE im_hist_unreceived(%s, %s)", (uid, limit))
     return cur.fetchall()
 
 
 def mailbox_after(cur, uid: str, after: int, limit: int) -> list[tuple]:
     """Up to limit + 1 rows of uid's mailbox after position `after`, sent and received (a
     message to oneself once); the first `limit` count as given."""
-    cur.execute(_handing_out(f"""(SELECT {MSG_COLS}, to_seq AS seq FROM tp_im_message
-                     WHERE msgto = %(u)s AND to_seq > %(a)s ORDER BY to_seq LIMIT %(n)s + 1)
-                    UNION ALL
-                    (SELECT {MSG_COLS}, from_seq FROM tp_im_message
-                     WHERE msgfrom = %(u)s AND from_seq > %(a)s AND msgto <> %(u)s
-                     ORDER BY from_seq LIMIT %(n)s + 1)
-                    ORDER BY seq LIMIT %(n)s + 1"""), {"u": uid, "a": after, "n": limit})
+    db.prepare(cur, STATEMENTS)
+    cur.execute("EXECUTE im_hist_after(%s, %s, %s)", (uid, limit, after))
     return cur.fetchall()
 
 
@@ -74,17 +103,8 @@ def mark_received_before(cur, uid: str, before: datetime) -> int:
 def conversation(cur, uid: str, other: str, before: int, days: int, limit: int) -> list[tuple]:
     """The newest `limit` messages between uid and other, both directions, before uid's
     mailbox position `before` and within `days`; newest first."""
-    cur.execute(f"""(SELECT {MSG_COLS}, to_seq AS seq FROM tp_im_message
-                     WHERE msgto = %(u)s AND msgfrom = %(o)s AND to_seq < %(b)s
-                       AND indb_time >= now() - %(d)s * interval '1 day'
-                     ORDER BY to_seq DESC LIMIT %(n)s)
-                    UNION ALL
-                    (SELECT {MSG_COLS}, from_seq FROM tp_im_message
-                     WHERE msgfrom = %(u)s AND msgto = %(o)s AND msgto <> msgfrom
-                       AND from_seq < %(b)s AND indb_time >= now() - %(d)s * interval '1 day'
-                     ORDER BY from_seq DESC LIMIT %(n)s)
-                    ORDER BY seq DESC LIMIT %(n)s""",
-                {"u": uid, "o": other, "b": before, "d": days, "n": limit})
+    db.prepare(cur, STATEMENTS)
+    cur.execute("EXECUTE im_hist_pair(%s, %s, %s, %s, %s)", (uid, other, before, days, limit))
     return cur.fetchall()
 
 
