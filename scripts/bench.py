@@ -636,22 +636,26 @@ class Bench:
                 for i in sample}
         lat: dict[str, list] = {"history": [], "history_page2": [], "offline": [], "mailbox_after": [],
                                 "dept_ver": []}  # a QID without a query: the HTTP path's own cost
-        for q in range(queries):
-            i = sample[q % len(sample)]
-            client = http[i]
-            friend = uids[_friend(i, q % FRIENDS, people)]
-            res = _timed(lat["history"], client.qid, "QID_IM_GET_ROSTER_MSG_HISTORY",
-                         msgto=friend, days="365")
-            got = rows(res)
-            if got:
-                _timed(lat["history_page2"], client.qid, "QID_IM_GET_ROSTER_MSG_HISTORY",
-                       msgto=friend, days="365", before_seq=got[0]["seq"])
-            _timed(lat["offline"], client.qid, "QID_IM_GET_OFFLINE_MSG", limit="100")
-            _timed(lat["dept_ver"], client.qid, "QID_IM_GET_DEPT_VER")
-            _timed(lat["mailbox_after"], client.qid, "QID_IM_GET_OFFLINE_MSG", limit="100",
-                   after_seq=str(max(0, int(got[-1]["seq"]) - 200) if got else 0))
+        with Window(self.cpu) as w:
+            for q in range(queries):
+                i = sample[q % len(sample)]
+                client = http[i]
+                friend = uids[_friend(i, q % FRIENDS, people)]
+                res = _timed(lat["history"], client.qid, "QID_IM_GET_ROSTER_MSG_HISTORY",
+                             msgto=friend, days="365")
+                got = rows(res)
+                if got:
+                    _timed(lat["history_page2"], client.qid, "QID_IM_GET_ROSTER_MSG_HISTORY",
+                           msgto=friend, days="365", before_seq=got[0]["seq"])
+                _timed(lat["offline"], client.qid, "QID_IM_GET_OFFLINE_MSG", limit="100")
+                _timed(lat["dept_ver"], client.qid, "QID_IM_GET_DEPT_VER")
+                _timed(lat["mailbox_after"], client.qid, "QID_IM_GET_OFFLINE_MSG", limit="100",
+                       after_seq=str(max(0, int(got[-1]["seq"]) - 200) if got else 0))
+        per = w.per(sum(len(v) for v in lat.values()))
         return {"scenario": "history", "rows": total, "users": people, "copy_s": round(copy_s, 1),
                 "copy_rows_per_s": round(total / copy_s, 1), "queries": queries,
+                "server_us_cpu_per_qid": per["server_us_cpu"],  # the QIDs of all five kinds
+                "postgres_us_cpu_per_qid": per["postgres_us_cpu"],
                 **{f"{k}_ms": percentiles(v) for k, v in lat.items()}}
 
     def _copy_messages(self, uids: list[str], total: int) -> None:
