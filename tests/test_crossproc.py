@@ -23,10 +23,6 @@ class Split:
         self.tcp = ImServer(database, command="tcp").start()
         self.gunicorn, self.log, port = start_gunicorn(database, workdir)
         self.web = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30  # workers open their pools after fork
-        while Http(self.web).call("GET", "/readyz")[0] != 200:
-            assert time.monotonic() < deadline, self.log.read_text(errors="replace")
-            time.sleep(0.2)
         self.clients: list = []
 
     def users(self, n: int) -> list[str]:
