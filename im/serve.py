@@ -15,7 +15,7 @@ from im import config, runtime, timefmt
 # Keys SIGHUP applies in place (runtime.cfg is shared by every connection); max_frame_bytes
 # applies to connections opened afterwards. Every other key needs a restart.
 RELOADABLE = ("log_level", "log_file", "login_timeout_s", "idle_timeout_s", "max_outbox_frames",
-              "max_body_chars", "max_frame_bytes", "require_friendship", "token_ttl_s",
+              "max_body_chars", "max_frame_bytes", "require_friendship", "token_ttl_s", "token_cache_s",
               "login_failures_per_uid_addr", "login_failures_per_addr", "shutdown_timeout_s")
 
 log = logging.getLogger("im.serve")
