@@ -5,6 +5,7 @@ the next mailbox or group position), so that a test controls exactly what is sto
 """
 
 import secrets
+import time
 from datetime import datetime, timedelta, timezone
 
 import psycopg2
@@ -12,7 +13,7 @@ import psycopg2.extensions
 import pytest
 
 from im import db, protocol
-from im.client import rows
+from im.client import HttpError, rows
 from im.schema import SCHEMA_FILE
 from im.store import history, pending
 from test_roster_qids import api, assert_needs_token, refused
@@ -320,6 +321,37 @@ def test_group_history_pages_back_for_members_only(server, make_users):
 
 def test_history_qids_need_a_token(server):
     assert_needs_token(server, HISTORY_QIDS)
+
+
+def test_prepared_reads_are_prepared_again_on_new_database_sessions(make_server, make_users):
+    """The token check and the 1:1 reads are PREPAREd per pooled connection: once PostgreSQL
+    has dropped the server's sessions, their replacements prepare them again and answer the
+    same (at worst `unavailable` while the dead ones are found)."""
+    srv = make_server(token_cache_s=0)  # every request checks its token in the database
+    jack, rose = make_users(2, srv=srv)
+    for i in range(3):
+        store_message(srv, jack, rose, f"line {i}")
+    http = api(srv, rose)
+
+    def reads() -> tuple[list[str], ...]:
+        return (bodies(http.qid("QID_IM_GET_OFFLINE_MSG")),
+                bodies(http.qid("QID_IM_GET_OFFLINE_MSG", after_seq=1)),
+                bodies(http.qid("QID_IM_GET_ROSTER_MSG_HISTORY", msgto=jack)))
+
+    lines = ["line 0", "line 1", "line 2"]
+    for _ in range(7):  # past the fifth execution: the generic plans
+        assert reads() == (lines, lines[1:], lines)
+    srv.sql("""SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+               WHERE datname = current_database() AND application_name = 'im'""")
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            assert reads() == (lines, lines[1:], lines)
+            break
+        except HttpError as err:
+            assert err.code == "unavailable" and time.monotonic() < deadline
+    assert srv.sql("""SELECT count(*) FROM pg_stat_activity
+                      WHERE datname = current_database() AND application_name = 'im'""")[0][0] > 0
 
 
 # --- every query walks an index -------------------------------------------------------
