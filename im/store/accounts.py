@@ -82,8 +82,7 @@ TOKEN_OWNER = {"im_token_owner": """(bytea) AS
 def token_owner(cur, token_hash: bytes) -> tuple[str, bool, datetime] | None:
     """(uid, disabled, expires_at) of a live token, else None. Prepared once per pooled
     connection: planning cost PostgreSQL several times more than this two-key lookup."""
-    db.prepare(cur, TOKEN_OWNER)
-    cur.execute("EXECUTE im_token_owner(%s)", (token_hash,))
+    db.execute(cur, TOKEN_OWNER, "im_token_owner", (token_hash,))
     return cur.fetchone()
 
 

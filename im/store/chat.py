@@ -102,10 +102,9 @@ def begin_batch(cur, uids: set[str], gids: set[str], direct: list[Key],
     """BEGIN; lock the mailbox counters of `uids` (created if missing) and the live groups
     among `gids`; find which of the `direct` and `group` keys are already stored."""
     db.prepare(cur, STATEMENTS)
-    cur.execute("BEGIN; EXECUTE im_chat_lock(%s, %s, %s, %s, %s, %s)",
-                (texts(sorted(uids)), texts(sorted(gids)), texts(k[0] for k in direct),
-                 texts(k[1] for k in direct), texts(k[0] for k in group),
-                 texts(k[1] for k in group)))
+    cur.execute(b"BEGIN; " + db.call(cur, "im_chat_lock", (
+        texts(sorted(uids)), texts(sorted(gids)), texts(k[0] for k in direct),
+        texts(k[1] for k in direct), texts(k[0] for k in group), texts(k[1] for k in group))))
     locked = Locked({}, {}, {}, {})
     into = {"m": locked.mailboxes, "g": locked.groups, "d": locked.direct, "e": locked.group}
     for tag, key, msgid, seq, stamp in cur.fetchall():
@@ -136,21 +135,18 @@ def commit_batch(cur, stamp: datetime, messages: list[tuple], mailboxes: dict[st
     parts = []
     if messages:
         cols = list(zip(*messages))
-        parts.append(cur.mogrify("EXECUTE im_chat_insert(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                                 (stamp, *map(texts, cols[:7]), *map(ints, cols[7:]))))
+        parts.append(db.call(cur, "im_chat_insert", (stamp, *map(texts, cols[:7]), *map(ints, cols[7:]))))
         uids = sorted(mailboxes)
-        parts.append(cur.mogrify("EXECUTE im_chat_mailboxes(%s, %s, %s)", (
+        parts.append(db.call(cur, "im_chat_mailboxes", (
             texts(uids), ints(mailboxes[u] for u in uids), ints(given.get(u, 0) for u in uids))))
     if group_messages:
         cols = list(zip(*group_messages))
-        parts.append(cur.mogrify("EXECUTE im_chat_group_insert(%s, %s, %s, %s, %s, %s, %s, %s)",
-                                 (stamp, *map(texts, cols[:6]), ints(cols[6]))))
+        parts.append(db.call(cur, "im_chat_group_insert", (stamp, *map(texts, cols[:6]), ints(cols[6]))))
         gids = sorted(groups)
-        parts.append(cur.mogrify("EXECUTE im_chat_groups(%s, %s)",
-                                 (texts(gids), ints(groups[g] for g in gids))))
+        parts.append(db.call(cur, "im_chat_groups", (texts(gids), ints(groups[g] for g in gids))))
     if group_given:
         rows = sorted(group_given)
-        parts.append(cur.mogrify("EXECUTE im_chat_group_given(%s, %s, %s)", (
+        parts.append(db.call(cur, "im_chat_group_given", (
             texts(r[0] for r in rows), texts(r[1] for r in rows), ints(r[2] for r in rows))))
     parts.append(b"COMMIT")
     try:

@@ -72,16 +72,14 @@ STATEMENTS = {
 def unreceived(cur, uid: str, limit: int) -> list[tuple]:
     """Up to limit + 1 messages to uid not yet marked received, in mailbox order; the first
     `limit` count as given."""
-    db.prepare(cur, STATEMENTS)
-    cur.execute("EXECUTE im_hist_unreceived(%s, %s)", (uid, limit))
+    db.execute(cur, STATEMENTS, "im_hist_unreceived", (uid, limit))
     return cur.fetchall()
 
 
 def mailbox_after(cur, uid: str, after: int, limit: int) -> list[tuple]:
     """Up to limit + 1 rows of uid's mailbox after position `after`, sent and received (a
     message to oneself once); the first `limit` count as given."""
-    db.prepare(cur, STATEMENTS)
-    cur.execute("EXECUTE im_hist_after(%s, %s, %s)", (uid, limit, after))
+    db.execute(cur, STATEMENTS, "im_hist_after", (uid, limit, after))
     return cur.fetchall()
 
 
@@ -103,8 +101,7 @@ def mark_received_before(cur, uid: str, before: datetime) -> int:
 def conversation(cur, uid: str, other: str, before: int, days: int, limit: int) -> list[tuple]:
     """The newest `limit` messages between uid and other, both directions, before uid's
     mailbox position `before` and within `days`; newest first."""
-    db.prepare(cur, STATEMENTS)
-    cur.execute("EXECUTE im_hist_pair(%s, %s, %s, %s, %s)", (uid, other, before, days, limit))
+    db.execute(cur, STATEMENTS, "im_hist_pair", (uid, other, before, days, limit))
     return cur.fetchall()
 
 

@@ -46,8 +46,7 @@ def unreceived_to(cur, uid: str, limit: int) -> tuple[list[Request], list[dict]]
     the generic plan): unhandled friend requests to uid that no device of theirs has receipted
     (the oldest `limit`), and unhandled, unreceived invitations to uid into live groups; each
     oldest first."""
-    db.prepare(cur, RESEND)
-    cur.execute("EXECUTE im_login_resend(%s, %s)", (uid, limit))
+    db.execute(cur, RESEND, "im_login_resend", (uid, limit))
     requests, invitations = [], []
     for kind, msgid, msgfrom, msgto, msg, state, sent, gid, gname in cur.fetchall():
         if kind == 0:
