@@ -194,6 +194,72 @@ CREATE TABLE IF NOT EXISTS tp_im_group_req (
 );
 CREATE INDEX IF NOT EXISTS idx_tp_im_group_req_msgto ON tp_im_group_req (msgto, state);
 
+-- The chat writer's batch (im/store/chat.py `store_batch`) in one statement, so in one round
+-- trip and one transaction. The caller numbered the messages within the batch (offsets from
+-- each counter's current value); this locks the counters in sorted order (writers cannot
+-- deadlock), advances them, inserts the messages at base + offset and raises the given
+-- positions (§6.12). Returns each counter's value before: ('m', uid, base), ('g', gid, base);
+-- a group that does not exist (any more) is not returned and its messages are not stored.
+-- A (msgfrom, msgid) stored already fails the insert: the caller looks them up and retries.
+CREATE OR REPLACE FUNCTION im_chat_store(
+    stamp timestamptz, uids text[], uid_count bigint[], uid_given bigint[],
+    d_msgid text[], d_msg text[], d_from text[], d_to text[], d_send_time text[],
+    d_from_res text[], d_to_res text[], d_from_off bigint[], d_to_off bigint[],
+    gids text[], gid_count bigint[], online_gid text[], online_uid text[],
+    g_msgid text[], g_msg text[], g_from text[], g_gid text[], g_send_time text[],
+    g_from_res text[], g_off bigint[])
+RETURNS TABLE (out_kind text, out_key text, out_base bigint)
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+#variable_conflict use_column
+DECLARE
+    locked bigint;
+BEGIN
+    IF cardinality(uids) > 0 THEN
+        PERFORM FROM im_mailbox WHERE uid = ANY(uids) ORDER BY uid FOR UPDATE;
+        GET DIAGNOSTICS locked = ROW_COUNT;
+        IF locked < cardinality(uids) THEN  -- e.g. the `system` sender, which has no account
+            INSERT INTO im_mailbox (uid) SELECT unnest(uids) ON CONFLICT DO NOTHING;
+            PERFORM FROM im_mailbox WHERE uid = ANY(uids) ORDER BY uid FOR UPDATE;
+        END IF;
+        RETURN QUERY
+        WITH mb AS (UPDATE im_mailbox b SET last_seq = b.last_seq + v.n,
+                          given_seq = GREATEST(b.given_seq, b.last_seq + NULLIF(v.given, 0))
+                   FROM unnest(uids, uid_count, uid_given) AS v(uid, n, given)
+                   WHERE b.uid = v.uid
+                   RETURNING b.uid, b.last_seq - v.n AS base),
+             ins AS (INSERT INTO tp_im_message (msgid, msg, msgfrom, msgto, send_time, from_res,
+                                                to_res, from_seq, to_seq, indb_time)
+                     SELECT m.msgid, m.msg, m.msgfrom, m.msgto, m.send_time, m.from_res,
+                            m.to_res, f.base + m.from_off, t.base + m.to_off, stamp
+                     FROM unnest(d_msgid, d_msg, d_from, d_to, d_send_time, d_from_res,
+                                 d_to_res, d_from_off, d_to_off)
+                          AS m(msgid, msg, msgfrom, msgto, send_time, from_res, to_res,
+                               from_off, to_off)
+                     JOIN mb f ON f.uid = m.msgfrom JOIN mb t ON t.uid = m.msgto)
+        SELECT 'm', uid::text, base FROM mb;
+    END IF;
+    IF cardinality(gids) > 0 THEN
+        PERFORM FROM tp_im_group WHERE gid = ANY(gids) AND NOT dismissed ORDER BY gid FOR UPDATE;
+        RETURN QUERY
+        WITH gr AS (UPDATE tp_im_group g SET last_seq = g.last_seq + v.n
+                   FROM unnest(gids, gid_count) AS v(gid, n)
+                   WHERE g.gid = v.gid AND NOT g.dismissed
+                   RETURNING g.gid, g.last_seq, g.last_seq - v.n AS base),
+             ins AS (INSERT INTO tp_im_message_group (msgid, msg, msgfrom, gid, send_time,
+                                                      from_res, seq, indb_time)
+                     SELECT m.msgid, m.msg, m.msgfrom, m.gid, m.send_time, m.from_res,
+                            gr.base + m.off, stamp
+                     FROM unnest(g_msgid, g_msg, g_from, g_gid, g_send_time, g_from_res, g_off)
+                          AS m(msgid, msg, msgfrom, gid, send_time, from_res, off)
+                     JOIN gr ON gr.gid = m.gid),
+             -- the members online now are given the group's new last position (§6.12)
+             given AS (UPDATE tp_im_group_peer p SET given_seq = gr.last_seq
+                       FROM unnest(online_gid, online_uid) AS o(gid, uid) JOIN gr USING (gid)
+                       WHERE p.gid = o.gid AND p.userid = o.uid AND p.given_seq < gr.last_seq)
+        SELECT 'g', gid::text, base FROM gr;
+    END IF;
+END $$;
+
 -- Uploaded files (PROTOCOL.md §3): the first uploader owns a name; `size` counts the bytes
 -- written and fsynced under <files_dir>/partial, `complete` once moved to <files_dir>/complete.
 CREATE TABLE IF NOT EXISTS im_file (

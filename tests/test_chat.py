@@ -120,6 +120,32 @@ def test_retry_in_the_same_batch_is_stored_once(server, make_users, connect):
     assert next_ack["seq"] == 2  # the duplicates took no position
 
 
+def test_retries_among_new_messages_take_no_position(server, make_users, connect):
+    """A batch holding retries of stored 1:1 and group messages beside new ones: the retries
+    get their original ACKs, the new ones the next positions, nothing is stored twice."""
+    jack, rose = make_users(2)
+    gid = make_group(server, jack, rose)
+    jack_pc, rose_pc = connect(jack), connect(rose)
+    first = jack_pc.message(rose, "one", msgid="d1")
+    first_group = jack_pc.message(gid, "one", group=True, msgid="g1")
+    assert [rose_pc.wait(MSG)[1]["seq"] for _ in range(2)] == [1, 1]
+    frames = [("d1", rose, "0"), ("d2", rose, "0"), ("g1", gid, "1"), ("g2", gid, "1"),
+              ("d3", rose, "0")]
+    for msgid, to, kind in frames:  # pipelined: they may share one transaction
+        jack_pc.send(MSG, {"msgid": msgid, "to": to, "type": kind, "body": "again " + msgid})
+    acks = {msgid: jack_pc.ack_for(MSG, msgid) for msgid, _, _ in frames}
+    assert acks["d1"] == first and acks["g1"] == first_group
+    assert (acks["d2"]["seq"], acks["d3"]["seq"], acks["g2"]["seq"]) == (2, 3, 2)
+    live = [rose_pc.wait(MSG)[1] for _ in range(3)]
+    assert sorted((m["msgid"], m["seq"]) for m in live) == [("d2", 2), ("d3", 3), ("g2", 2)]
+    rose_pc.assert_silent()
+    assert server.sql("SELECT msgid, from_seq, to_seq FROM tp_im_message WHERE msgfrom = %s "
+                      "ORDER BY from_seq", (jack,)) == [("d1", 1, 1), ("d2", 2, 2), ("d3", 3, 3)]
+    assert server.sql("SELECT msgid, seq FROM tp_im_message_group WHERE gid = %s ORDER BY seq",
+                      (gid,)) == [("g1", 1), ("g2", 2)]
+    assert server.sql("SELECT last_seq, given_seq FROM im_mailbox WHERE uid = %s", (rose,)) == [(3, 3)]
+
+
 def test_same_msgid_from_two_senders_is_two_messages(server, make_users, connect):
     jack, tom, rose = make_users(3)
     rose_pc = connect(rose)

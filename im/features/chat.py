@@ -212,10 +212,14 @@ def _store(messages: list[Message]) -> None:
     insert and rolls back); the next ones look the retries up first."""
     direct = [m for m in messages if m.kind == DIRECT]
     group = [m for m in messages if m.kind == GROUP]
+    found: tuple[dict, dict] = ({}, {})
     for attempt in range(MAX_ATTEMPTS):
         try:
             with runtime.writer_db.autocommit() as cur:
-                stored_direct, stored_group = _store_batch(cur, direct, group, now(), attempt > 0)
+                if attempt:
+                    found = store.stored(cur, [(m.sender, m.msgid) for m in direct],
+                                         [(m.sender, m.msgid) for m in group])
+                stored_direct, stored_group = _store_batch(cur, direct, group, now(), found)
             metrics.MESSAGES_STORED.labels("chat").inc(stored_direct)
             metrics.MESSAGES_STORED.labels("group").inc(stored_group)
             return
@@ -225,72 +229,73 @@ def _store(messages: list[Message]) -> None:
 
 
 def _store_batch(cur, direct: list[Message], group: list[Message], stamp: datetime,
-                 check: bool) -> tuple[int, int]:
-    """One transaction in two round trips (store.begin_batch / commit_batch): positions are
-    taken in between; returns how many 1:1 and group messages were new. `check`: look up
-    which messages are stored already (retries) instead of assuming none is."""
-    locked = store.begin_batch(cur, {m.sender for m in direct} | {m.to for m in direct},
-                               {m.to for m in group},
-                               [(m.sender, m.msgid) for m in direct] if check else [],
-                               [(m.sender, m.msgid) for m in group] if check else [])
+                 found: tuple[dict, dict]) -> tuple[int, int]:
+    """One transaction in one round trip (store.store_batch): the new messages are numbered
+    within the batch here, the counters' values added once stored. `found`: the 1:1 and the
+    group messages stored already (key → (seq, time)). Returns how many of each were new."""
+    batch = store.Batch()
+    new_direct = _number_direct(direct, found[0], batch)
+    new_group = _number_group(group, found[1], batch)
+    mailboxes, groups = store.store_batch(cur, stamp, batch)
     stamp_text = fmt(stamp)
-    rows, given = _take_direct(direct, locked, stamp_text)
-    group_rows, touched = _take_group(group, locked, stamp_text)
-    group_given = [(gid, uid, seq) for gid, seq in touched.items()
-                   for uid in membership.members(gid) or () if runtime.router.is_online(uid)]
-    store.commit_batch(cur, stamp, rows, locked.mailboxes, given, group_rows,
-                       {gid: locked.groups[gid] for gid in touched}, group_given)
-    return len(rows), len(group_rows)
-
-
-def _take_direct(messages: list[Message], locked: store.Locked,
-                 stamp_text: str) -> tuple[list[tuple], dict[str, int]]:
-    """Positions for the new ones of `messages` (the locked mailboxes advance); returns their
-    rows and the given_seq each mailbox reaches (§6.12)."""
-    last = locked.mailboxes
-    given: dict[str, int] = {}
-    rows = []
-    for m in messages:
-        m.error = None
-        found = locked.direct.get((m.sender, m.msgid))
-        if found is not None:
-            m.seq, m.time, m.new = found[0], fmt(found[1]), False
-            continue
-        last[m.sender] += 1
-        m.seq = m.to_seq = last[m.sender]
-        if m.to != m.sender:
-            last[m.to] += 1
-            m.to_seq = last[m.to]
+    for m in new_direct:
+        m.seq += mailboxes[m.sender]
+        m.to_seq += mailboxes[m.to]
         m.time, m.new = stamp_text, True
-        given[m.sender] = m.seq  # the sender is given from_seq by the ACK
-        if m.live and _reachable(m.to, m.to_res):
-            given[m.to] = max(given.get(m.to, 0), m.to_seq)
-        rows.append((m.msgid, m.body, m.sender, m.to, m.send_time, m.sender_res, m.to_res,
-                     m.seq, m.to_seq))
-    return rows, given
-
-
-def _take_group(messages: list[Message], locked: store.Locked,
-                stamp_text: str) -> tuple[list[tuple], dict[str, int]]:
-    """Numbers for the new ones of `messages` (the locked groups advance); returns their rows
-    and gid → the group's new last number."""
-    last = locked.groups
-    touched: dict[str, int] = {}
-    rows = []
-    for m in messages:
-        m.error, m.new = None, False
-        found = locked.group.get((m.sender, m.msgid))
-        if found is not None:
-            m.seq, m.time = found[0], fmt(found[1])
-            continue
-        if m.to not in last:
+    for m in new_group:
+        base = groups.get(m.to)
+        if base is None:
             m.error = ImError("no_such_group", f"no group {m.to}")
             continue
-        last[m.to] += 1
-        m.seq, m.time, m.new = last[m.to], stamp_text, True
-        touched[m.to] = m.seq
-        rows.append((m.msgid, m.body, m.sender, m.to, m.send_time, m.sender_res, m.seq))
-    return rows, touched
+        m.seq += base
+        m.time, m.new = stamp_text, True
+    return len(new_direct), sum(m.new for m in new_group)
+
+
+def _number_direct(messages: list[Message], found: dict, batch: store.Batch) -> list[Message]:
+    """Offsets within the batch for the messages not stored yet (returned), and the given
+    offset each mailbox reaches (§6.12); the stored ones take their original positions."""
+    counts = batch.mailboxes
+    new = []
+    for m in messages:
+        m.error, m.new = None, False
+        known = found.get((m.sender, m.msgid))
+        if known is not None:
+            m.seq, m.time = known[0], fmt(known[1])
+            continue
+        sender = counts.setdefault(m.sender, [0, 0])
+        sender[0] += 1
+        m.seq = m.to_seq = sender[1] = sender[0]  # the sender is given from_seq by the ACK
+        recipient = sender
+        if m.to != m.sender:
+            recipient = counts.setdefault(m.to, [0, 0])
+            recipient[0] += 1
+            m.to_seq = recipient[0]
+        if m.live and _reachable(m.to, m.to_res):
+            recipient[1] = max(recipient[1], m.to_seq)
+        batch.direct.append((m.msgid, m.body, m.sender, m.to, m.send_time, m.sender_res,
+                             m.to_res, m.seq, m.to_seq))
+        new.append(m)
+    return new
+
+
+def _number_group(messages: list[Message], found: dict, batch: store.Batch) -> list[Message]:
+    """Offsets within the batch for the group messages not stored yet (returned), and the
+    online members of their groups; the stored ones take their original numbers."""
+    counts = batch.groups
+    new = []
+    for m in messages:
+        m.error, m.new = None, False
+        known = found.get((m.sender, m.msgid))
+        if known is not None:
+            m.seq, m.time = known[0], fmt(known[1])
+            continue
+        counts[m.to] = m.seq = counts.get(m.to, 0) + 1
+        batch.group.append((m.msgid, m.body, m.sender, m.to, m.send_time, m.sender_res, m.seq))
+        new.append(m)
+    batch.online = [(gid, uid) for gid in sorted(counts) for uid in membership.members(gid) or ()
+                    if runtime.router.is_online(uid)]
+    return new
 
 
 def _reachable(uid: str, res: str) -> bool:

@@ -6,14 +6,13 @@ Counter rows are locked in sorted order so that concurrent writers cannot deadlo
 """
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg2.errors
 
 from im import db
 
-Key = tuple[str, str]  # (msgfrom, msgid)
 
 
 def texts(values: Iterable[str | None]) -> str:
@@ -35,124 +34,85 @@ def ints(values: Iterable[int]) -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
-# --- the chat writer's transaction: two round trips ------------------------------------
+# --- the chat writer's transaction: one statement --------------------------------------
 #
-# `begin_batch` opens the transaction and locks the counters; the caller takes positions;
-# `commit_batch` writes everything and commits in one string. Both run on an autocommit
-# connection (no BEGIN/COMMIT round trips of the driver's own) with prepared statements (no
-# planning per batch): 2 round trips per batch instead of 6.
+# The function im_chat_store (im/schema.sql) locks the counters, advances them and inserts
+# the batch at the positions the caller numbered within it; called as one prepared statement
+# on an autocommit connection, it is one round trip and its own transaction (committed before
+# the answer arrives).
 
 class Conflict(Exception):
     """A (sender, msgid) of the batch is stored already (a client's retry, or another writer
-    meanwhile): the transaction was rolled back; write the batch again, checking for them."""
+    meanwhile): the transaction was rolled back; look them up and write the rest again."""
 
 
 @dataclass(slots=True)
-class Locked:
-    mailboxes: dict[str, int]                    # uid → last_seq, locked
-    groups: dict[str, int]                       # live gid → last_seq, locked
-    direct: dict[Key, tuple[int, datetime]]      # stored 1:1 messages: key → (from_seq, indb_time)
-    group: dict[Key, tuple[int, datetime]]       # stored group messages: key → (seq, indb_time)
+class Batch:
+    """A batch numbered within itself: each counter's count of new positions, each message's
+    offset from its counter's value before the batch."""
+    mailboxes: dict[str, list[int]] = field(default_factory=dict)  # uid → [count, given offset]
+    direct: list[tuple] = field(default_factory=list)  # (msgid, msg, msgfrom, msgto, send_time,
+    #                                                     from_res, to_res, from_off, to_off)
+    groups: dict[str, int] = field(default_factory=dict)  # gid → count
+    online: list[tuple[str, str]] = field(default_factory=list)  # (gid, uid): given the new last
+    group: list[tuple] = field(default_factory=list)  # (msgid, msg, msgfrom, gid, send_time,
+    #                                                    from_res, off)
 
 
 STATEMENTS = {
-    # counters locked in sorted order (writers cannot deadlock), then the stored ones among
-    # the given keys (LATERAL: one primary-key probe each, whatever the generic plan)
-    "im_chat_lock": """(text[], text[], text[], text[], text[], text[]) AS
-        WITH mb AS (SELECT uid, last_seq FROM im_mailbox WHERE uid = ANY($1)
-                    ORDER BY uid FOR UPDATE),
-             gr AS (SELECT gid, last_seq FROM tp_im_group WHERE gid = ANY($2) AND NOT dismissed
-                    ORDER BY gid FOR UPDATE)
-        SELECT 'm', uid, NULL, last_seq, NULL::timestamptz FROM mb
-        UNION ALL SELECT 'g', gid, NULL, last_seq, NULL FROM gr
-        UNION ALL SELECT 'd', k.msgfrom, k.msgid, m.from_seq, m.indb_time
-                  FROM unnest($3, $4) AS k(msgfrom, msgid), LATERAL (
-                      SELECT from_seq, indb_time FROM tp_im_message
-                      WHERE msgfrom = k.msgfrom AND msgid = k.msgid) m
-        UNION ALL SELECT 'e', k.msgfrom, k.msgid, m.seq, m.indb_time
-                  FROM unnest($5, $6) AS k(msgfrom, msgid), LATERAL (
-                      SELECT seq, indb_time FROM tp_im_message_group
-                      WHERE msgfrom = k.msgfrom AND msgid = k.msgid) m""",
-    "im_chat_insert": """(timestamptz, text[], text[], text[], text[], text[], text[], text[],
-                          bigint[], bigint[]) AS
-        INSERT INTO tp_im_message (msgid, msg, msgfrom, msgto, send_time, from_res, to_res,
-                                   from_seq, to_seq, indb_time)
-        SELECT *, $1 FROM unnest($2, $3, $4, $5, $6, $7, $8, $9, $10)""",
-    "im_chat_mailboxes": """(text[], bigint[], bigint[]) AS
-        UPDATE im_mailbox m
-        SET last_seq = v.last_seq, given_seq = GREATEST(m.given_seq, v.given_seq)
-        FROM unnest($1, $2, $3) AS v(uid, last_seq, given_seq) WHERE m.uid = v.uid""",
-    "im_chat_group_insert": """(timestamptz, text[], text[], text[], text[], text[], text[],
-                                bigint[]) AS
-        INSERT INTO tp_im_message_group (msgid, msg, msgfrom, gid, send_time, from_res, seq,
-                                         indb_time)
-        SELECT *, $1 FROM unnest($2, $3, $4, $5, $6, $7, $8)""",
-    "im_chat_groups": """(text[], bigint[]) AS
-        UPDATE tp_im_group g SET last_seq = v.last_seq
-        FROM unnest($1, $2) AS v(gid, last_seq) WHERE g.gid = v.gid""",
-    "im_chat_group_given": """(text[], text[], bigint[]) AS
-        UPDATE tp_im_group_peer p SET given_seq = v.seq
-        FROM unnest($1, $2, $3) AS v(gid, uid, seq)
-        WHERE p.gid = v.gid AND p.userid = v.uid AND p.given_seq < v.seq""",
+    "im_chat_store": """(timestamptz, text[], bigint[], bigint[], text[], text[], text[], text[],
+                         text[], text[], text[], bigint[], bigint[], text[], bigint[], text[],
+                         text[], text[], text[], text[], text[], text[], text[], bigint[]) AS
+        SELECT * FROM im_chat_store($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                                    $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)""",
+    # the (msgfrom, msgid) among the given keys stored already (1:1 'd', group 'g')
+    "im_chat_stored": """(text[], text[], text[], text[]) AS
+        SELECT 'd', k.msgfrom, k.msgid, m.from_seq, m.indb_time
+        FROM unnest($1, $2) AS k(msgfrom, msgid), LATERAL (
+            SELECT from_seq, indb_time FROM tp_im_message
+            WHERE msgfrom = k.msgfrom AND msgid = k.msgid) m
+        UNION ALL SELECT 'g', k.msgfrom, k.msgid, m.seq, m.indb_time
+        FROM unnest($3, $4) AS k(msgfrom, msgid), LATERAL (
+            SELECT seq, indb_time FROM tp_im_message_group
+            WHERE msgfrom = k.msgfrom AND msgid = k.msgid) m""",
 }
 
 
-def begin_batch(cur, uids: set[str], gids: set[str], direct: list[Key],
-                group: list[Key]) -> Locked:
-    """BEGIN; lock the mailbox counters of `uids` (created if missing) and the live groups
-    among `gids`; find which of the `direct` and `group` keys are already stored."""
+def store_batch(cur, stamp: datetime, batch: Batch) -> tuple[dict[str, int], dict[str, int]]:
+    """Store `batch` and commit, in one round trip; returns each mailbox's and each live
+    group's last position before it (a group not returned does not exist: its messages were
+    not stored). Raises Conflict (rolled back) when a (sender, msgid) is stored already."""
+    uids, gids = sorted(batch.mailboxes), sorted(batch.groups)
+    direct = list(zip(*batch.direct)) or [()] * 9
+    online = list(zip(*batch.online)) or [()] * 2
+    group = list(zip(*batch.group)) or [()] * 7
     db.prepare(cur, STATEMENTS)
-    cur.execute(b"BEGIN; " + db.call(cur, "im_chat_lock", (
-        texts(sorted(uids)), texts(sorted(gids)), texts(k[0] for k in direct),
-        texts(k[1] for k in direct), texts(k[0] for k in group), texts(k[1] for k in group))))
-    locked = Locked({}, {}, {}, {})
-    into = {"m": locked.mailboxes, "g": locked.groups, "d": locked.direct, "e": locked.group}
-    for tag, key, msgid, seq, stamp in cur.fetchall():
-        if tag in "mg":
-            into[tag][key] = seq
-        else:
-            into[tag][(key, msgid)] = (seq, stamp)
-    missing = sorted(uids - locked.mailboxes.keys())
-    if missing:  # e.g. the `system` sender, which has no account: rare, two more round trips
-        cur.execute("INSERT INTO im_mailbox (uid) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
-                    (texts(missing),))
-        cur.execute("SELECT uid, last_seq FROM im_mailbox WHERE uid = ANY(%s::text[]) "
-                    "ORDER BY uid FOR UPDATE", (texts(missing),))
-        locked.mailboxes.update(cur.fetchall())
-    return locked
-
-
-def commit_batch(cur, stamp: datetime, messages: list[tuple], mailboxes: dict[str, int],
-                 given: dict[str, int], group_messages: list[tuple], groups: dict[str, int],
-                 group_given: list[tuple[str, str, int]]) -> None:
-    """Write the batch and COMMIT, in one round trip:
-    - `messages`: 1:1 rows of (msgid, msg, msgfrom, msgto, send_time, from_res, to_res,
-      from_seq, to_seq) stamped `stamp`; `mailboxes`: uid → new last_seq; `given`: uid → a
-      given_seq to raise to;
-    - `group_messages`: rows of (msgid, msg, msgfrom, gid, send_time, from_res, seq);
-      `groups`: gid → new last_seq; `group_given`: (gid, uid, seq) to raise given_seq to.
-    Raises Conflict (rolled back) when a (sender, msgid) is stored already."""
-    parts = []
-    if messages:
-        cols = list(zip(*messages))
-        parts.append(db.call(cur, "im_chat_insert", (stamp, *map(texts, cols[:7]), *map(ints, cols[7:]))))
-        uids = sorted(mailboxes)
-        parts.append(db.call(cur, "im_chat_mailboxes", (
-            texts(uids), ints(mailboxes[u] for u in uids), ints(given.get(u, 0) for u in uids))))
-    if group_messages:
-        cols = list(zip(*group_messages))
-        parts.append(db.call(cur, "im_chat_group_insert", (stamp, *map(texts, cols[:6]), ints(cols[6]))))
-        gids = sorted(groups)
-        parts.append(db.call(cur, "im_chat_groups", (texts(gids), ints(groups[g] for g in gids))))
-    if group_given:
-        rows = sorted(group_given)
-        parts.append(db.call(cur, "im_chat_group_given", (
-            texts(r[0] for r in rows), texts(r[1] for r in rows), ints(r[2] for r in rows))))
-    parts.append(b"COMMIT")
     try:
-        cur.execute(b";".join(parts))
+        cur.execute(db.call(cur, "im_chat_store", (
+            stamp, texts(uids), ints(batch.mailboxes[u][0] for u in uids),
+            ints(batch.mailboxes[u][1] for u in uids), *map(texts, direct[:7]),
+            *map(ints, direct[7:]), texts(gids), ints(batch.groups[g] for g in gids),
+            *map(texts, online), *map(texts, group[:6]), ints(group[6]))))
     except psycopg2.errors.UniqueViolation:
         raise Conflict() from None
+    bases: dict[str, dict[str, int]] = {"m": {}, "g": {}}
+    for kind, key, base in cur.fetchall():
+        bases[kind][key] = base
+    return bases["m"], bases["g"]
+
+
+def stored(cur, direct: list[tuple[str, str]], group: list[tuple[str, str]]
+           ) -> tuple[dict[tuple[str, str], tuple], dict[tuple[str, str], tuple]]:
+    """Which of the (msgfrom, msgid) keys of 1:1 and group messages are stored:
+    key → (from_seq or seq, indb_time)."""
+    db.prepare(cur, STATEMENTS)
+    cur.execute(db.call(cur, "im_chat_stored", (
+        texts(k[0] for k in direct), texts(k[1] for k in direct),
+        texts(k[0] for k in group), texts(k[1] for k in group))))
+    found: dict[str, dict] = {"d": {}, "g": {}}
+    for kind, sender, msgid, seq, stamp in cur.fetchall():
+        found[kind][(sender, msgid)] = (seq, stamp)
+    return found["d"], found["g"]
 
 
 # --- receipts --------------------------------------------------------------------------
