@@ -18,12 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-import gevent
-from gevent.event import AsyncResult, Event
+from gevent.event import AsyncResult
 from gevent.lock import BoundedSemaphore
 
 from im import metrics, protocol, runtime
-from im.errors import ImError, Unavailable
+from im.batcher import Batcher
+from im.errors import ImError
 from im.features import membership
 from im.registry import tcp_handler
 from im.store import accounts as accounts_store
@@ -41,49 +41,6 @@ DIRECT, GROUP = "0", "1"
 ACK_TYPE = str(protocol.IM_MESSAGE)
 
 Reply = Callable[[object], None]  # called with (seq, time, delivered) or an ImError
-
-
-class Batcher:
-    """One greenlet running `flush(items)` on everything queued since its previous run."""
-
-    def __init__(self, name: str, flush: Callable[[list], None], max_batch: int):
-        self.name = name
-        self.flush = flush
-        self.max_batch = max_batch
-        self._items: list = []
-        self._wake = Event()
-        self._idle = Event()
-        self._idle.set()
-        self._greenlet = None
-        self.closed = False
-
-    def submit(self, item) -> None:
-        if self.closed:
-            raise Unavailable("shutting down")
-        self._items.append(item)
-        self._idle.clear()
-        self._wake.set()
-        if self._greenlet is None or self._greenlet.dead:
-            self._greenlet = gevent.spawn(self._run)
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            while self._items:
-                batch = self._items[:self.max_batch]
-                del self._items[:self.max_batch]
-                try:
-                    self.flush(batch)
-                except Exception:
-                    log.exception("%s writer failed on a batch of %d", self.name, len(batch))
-            self._idle.set()
-
-    def drain(self, timeout: float) -> None:
-        """Refuse new items and wait until the queued ones are written."""
-        self.closed = True
-        if not self._idle.wait(timeout):
-            log.warning("%s writer: %d items not written at shutdown", self.name, len(self._items))
 
 
 @dataclass(slots=True, eq=False)

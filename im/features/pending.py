@@ -8,6 +8,7 @@ to it and of its own that nobody has answered yet.
 import logging
 
 from im import protocol, runtime, shapes, validate
+from im.batcher import Lookup
 from im.errors import ImError
 from im.features import friends, groups
 from im.registry import Caller, on_login, qid
@@ -28,14 +29,21 @@ def get_pending_req(caller: Caller, params: dict) -> dict:
     return shapes.table(page, more)
 
 
+def _fetch_unreceived(uids: list[str]) -> dict:
+    with runtime.db.autocommit() as cur:
+        return store.unreceived_to(cur, uids, RESEND_LIMIT)
+
+
+_unreceived = Lookup("resend", _fetch_unreceived)  # a login storm's reads share their queries
+
+
 @on_login
 def resend(conn) -> None:
     """§1.5: every unhandled friend request and group invitation to the user that no device of
-    theirs has received comes again, requests first. One lone read (no transaction): a login
-    with nothing pending costs this one query."""
+    theirs has received comes again, requests first. One lone read (no transaction), shared
+    with the logins made meanwhile: a login with nothing pending costs a share of one query."""
     try:
-        with runtime.db.autocommit() as cur:
-            requests, invitations = store.unreceived_to(cur, conn.uid, RESEND_LIMIT)
+        requests, invitations = _unreceived.get(conn.uid) or ((), ())
     except ImError as err:
         log.warning("cannot re-send requests to %s: %s", conn.uid, err.text)
         return

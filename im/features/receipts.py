@@ -10,8 +10,8 @@ import logging
 from collections import defaultdict
 
 from im import protocol, runtime
+from im.batcher import Batcher
 from im.errors import ImError
-from im.features.chat import Batcher
 from im.registry import tcp_handler
 from im.store import chat as store
 

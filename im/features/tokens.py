@@ -6,12 +6,14 @@ and never past the token's own expiry. Every revocation the server performs reac
 process at once through the router's event path: `revoked()` after a logout, and the `kick`
 event that follows a password change or a disabled account. Only a direct SQL edit of im_token
 waits out `token_cache_s`. A generation counter keeps a lookup that raced with an invalidation
-from caching what it read before the revocation.
+from caching what it read before the revocation. Lookups made meanwhile (a reconnect storm)
+share one query (im/batcher.py `Lookup`).
 """
 
 import time
 
 from im import runtime
+from im.batcher import Lookup
 from im.registry import on_event
 from im.store import accounts as store
 
@@ -30,8 +32,7 @@ def owner(digest: bytes) -> tuple[str, bool] | None:
             return entry[0], entry[1]
         _entries.pop(digest, None)
     generation = _generation
-    with runtime.db.autocommit() as cur:
-        row = store.token_owner(cur, digest)
+    row = _owners.get(digest)
     if row is None:
         return None
     uid, disabled, expires_at = row
@@ -41,6 +42,14 @@ def owner(digest: bytes) -> tuple[str, bool] | None:
             _entries.clear()
         _entries[digest] = (uid, disabled, expires_at.timestamp(), time.monotonic() + trust)
     return uid, disabled
+
+
+def _fetch_owners(digests: list[bytes]) -> dict[bytes, tuple]:
+    with runtime.db.autocommit() as cur:
+        return store.token_owners(cur, digests)
+
+
+_owners = Lookup("tokens", _fetch_owners)  # a login storm's checks share their queries
 
 
 def revoked(digest: bytes) -> None:

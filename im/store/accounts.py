@@ -2,6 +2,8 @@
 
 from datetime import datetime
 
+import psycopg2
+
 from im import db
 
 USER_FIELDS = ("name", "deptid", "sex", "age", "birthday", "telephone", "cellphone", "email",
@@ -74,16 +76,17 @@ def insert_token(cur, token_hash: bytes, uid: str, expires_at: datetime) -> None
                 (token_hash, uid, expires_at))
 
 
-TOKEN_OWNER = {"im_token_owner": """(bytea) AS
-    SELECT t.uid, u.disabled, t.expires_at FROM im_token t JOIN im_user u ON u.uid = t.uid
-    WHERE t.token_hash = $1 AND NOT t.revoked AND t.expires_at > now()"""}
+TOKEN_OWNERS = {"im_token_owners": """(bytea[]) AS
+    SELECT t.token_hash, t.uid, u.disabled, t.expires_at FROM im_token t JOIN im_user u ON u.uid = t.uid
+    WHERE t.token_hash = ANY($1) AND NOT t.revoked AND t.expires_at > now()"""}
 
 
-def token_owner(cur, token_hash: bytes) -> tuple[str, bool, datetime] | None:
-    """(uid, disabled, expires_at) of a live token, else None. Prepared once per pooled
-    connection: planning cost PostgreSQL several times more than this two-key lookup."""
-    db.execute(cur, TOKEN_OWNER, "im_token_owner", (token_hash,))
-    return cur.fetchone()
+def token_owners(cur, token_hashes: list[bytes]) -> dict[bytes, tuple[str, bool, datetime]]:
+    """token hash → (uid, disabled, expires_at) of those of `token_hashes` that are live.
+    Prepared once per pooled connection: planning cost PostgreSQL several times more than
+    these primary-key lookups."""
+    db.execute(cur, TOKEN_OWNERS, "im_token_owners", ([psycopg2.Binary(h) for h in token_hashes],))
+    return {bytes(digest): (uid, disabled, expires) for digest, uid, disabled, expires in cur.fetchall()}
 
 
 def revoke_token(cur, token_hash: bytes) -> None:

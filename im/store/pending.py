@@ -28,30 +28,32 @@ def pending(cur, uid: str, limit: int) -> list[dict]:
     return [dict(zip(PENDING_NAMES, row)) for row in cur.fetchall()]
 
 
-RESEND = {"im_login_resend": f"""(text, bigint) AS
-    (SELECT 0, {REQUEST_COLUMNS}, NULL, NULL FROM tp_im_roster_req
-     WHERE msgto = $1 AND state = 0 AND received = 0
-     ORDER BY send_time LIMIT $2)
+RESEND = {"im_login_resend": f"""(text[], bigint) AS
+    SELECT 0 AS kind, u.uid, r.* FROM unnest($1) AS u(uid), LATERAL (
+        SELECT {REQUEST_COLUMNS}, NULL::varchar AS gid, NULL::varchar AS gname
+        FROM tp_im_roster_req WHERE msgto = u.uid AND state = 0 AND received = 0
+        ORDER BY send_time LIMIT $2) r
     UNION ALL
-    (SELECT 1, r.msgid, r.msgfrom, r.msgto, '', r.state, r.send_time, r.gid, g.gname
-     FROM tp_im_group_req r, LATERAL (SELECT gname FROM tp_im_group
-                                      WHERE gid = r.gid AND NOT dismissed LIMIT 1) g
-     WHERE r.msgto = $1 AND r.state = 0 AND r.received = 0)
-    ORDER BY 1, 7"""}
+    SELECT 1, r.msgto, r.msgid, r.msgfrom, r.msgto, '', r.state, r.send_time, r.gid, g.gname
+    FROM tp_im_group_req r, LATERAL (SELECT gname FROM tp_im_group
+                                     WHERE gid = r.gid AND NOT dismissed LIMIT 1) g
+    WHERE r.msgto = ANY($1) AND r.state = 0 AND r.received = 0
+    ORDER BY kind, send_time"""}
 
 
-def unreceived_to(cur, uid: str, limit: int) -> tuple[list[Request], list[dict]]:
-    """What §1.5 re-sends at login, in one prepared statement (planning cost PostgreSQL more
-    than running it; LIMIT 1 keeps the group lookup a primary-key probe per invitation whatever
-    the generic plan): unhandled friend requests to uid that no device of theirs has receipted
-    (the oldest `limit`), and unhandled, unreceived invitations to uid into live groups; each
-    oldest first."""
-    db.execute(cur, RESEND, "im_login_resend", (uid, limit))
-    requests, invitations = [], []
-    for kind, msgid, msgfrom, msgto, msg, state, sent, gid, gname in cur.fetchall():
+def unreceived_to(cur, uids: list[str], limit: int) -> dict[str, tuple[list[Request], list[dict]]]:
+    """What §1.5 re-sends at login, for several users in one prepared statement (planning cost
+    PostgreSQL more than running it; LIMIT 1 keeps the group lookup a primary-key probe per
+    invitation whatever the generic plan): uid → (unhandled friend requests to uid that no
+    device of theirs has receipted (the oldest `limit`), unhandled, unreceived invitations to
+    uid into live groups), each oldest first; users with neither are left out."""
+    db.execute(cur, RESEND, "im_login_resend", (uids, limit))
+    found: dict[str, tuple[list[Request], list[dict]]] = {}
+    for kind, uid, msgid, msgfrom, msgto, msg, state, sent, gid, gname in cur.fetchall():
+        requests, invitations = found.setdefault(uid, ([], []))
         if kind == 0:
             requests.append(Request(msgid, msgfrom, msgto, msg, state, sent))
         else:
             invitations.append({"msgid": msgid, "msgfrom": msgfrom, "msgto": msgto, "gid": gid,
                                 "gname": gname})
-    return requests, invitations
+    return found
