@@ -4,6 +4,7 @@ import secrets
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from im.client import HttpError, rows
@@ -216,3 +217,27 @@ def test_contacts_imported_from_csv(server, make_users):
         raise AssertionError("carl must not exist: a bad file imports nothing")
     except HttpError as err:
         assert err.status == 401
+
+
+def test_versions_polled_at_once_each_get_their_own_and_the_latest(server, make_users):
+    """Version polls waiting at the same moment share one read: each still gets the version it
+    asked for, with every change committed before it asked."""
+    users = make_users(8)
+    clients = [server.http() for _ in users]
+    for http, uid in zip(clients, users):
+        http.login(uid, "pw")
+    before = version(clients[0], "DEPT")
+    assert import_csv(server, "dept", f"deptid,pid,name,ord\n{tag()},0,New,1\n").returncode == 0
+    expected = {"DEPT": version(clients[0], "DEPT"), "CONTACTS": version(clients[0], "CONTACTS")}
+    assert expected["DEPT"] > before
+    barrier = threading.Barrier(len(clients))
+
+    def poll(k: int) -> tuple[str, int]:
+        which = ("DEPT", "CONTACTS")[k % 2]
+        barrier.wait()
+        return which, version(clients[k], which)
+
+    with ThreadPoolExecutor(len(clients)) as pool:
+        answers = list(pool.map(poll, range(len(clients))))
+    assert answers == [(which, expected[which]) for which, _ in answers]
+    assert {which for which, _ in answers} == {"DEPT", "CONTACTS"}

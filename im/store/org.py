@@ -21,6 +21,11 @@ def version(cur, name: str) -> int:
     return cur.fetchone()[0]
 
 
+def versions(cur, names: list[str]) -> dict[str, int]:
+    cur.execute("SELECT name, ver FROM im_version WHERE name = ANY(%s)", (names,))
+    return dict(cur.fetchall())
+
+
 def lock_version(cur, name: str) -> int:
     """Take the version row's lock (held until commit) without bumping; returns the version."""
     cur.execute("SELECT ver FROM im_version WHERE name = %s FOR UPDATE", (name,))
