@@ -7,7 +7,7 @@ read during a reconnect storm), each caller waiting for its own answer.
 """
 
 import logging
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
 
 import gevent
 from gevent.event import AsyncResult, Event
@@ -73,12 +73,19 @@ class Lookup:
         self._batcher.submit((key, answer))
         return answer.get()
 
-    def _flush(self, items: Iterable[tuple[Hashable, AsyncResult]]) -> None:
+    def _flush(self, items: list[tuple[Hashable, AsyncResult]]) -> None:
         try:
             found = self.fetch(list({key for key, _ in items}))
         except Exception as err:  # the callers raise it
-            for _, answer in items:
-                answer.set_exception(err)
+            self._fail(items, err)
             return
+        except BaseException:  # this greenlet is killed (shutdown): nobody waits forever
+            self._fail(items, Unavailable("shutting down"))
+            raise
         for key, answer in items:
             answer.set(found.get(key))
+
+    @staticmethod
+    def _fail(items: list[tuple[Hashable, AsyncResult]], err: Exception) -> None:
+        for _, answer in items:
+            answer.set_exception(err)
