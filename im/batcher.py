@@ -12,6 +12,7 @@ from collections.abc import Callable, Hashable
 import gevent
 from gevent.event import AsyncResult, Event
 
+from im import runtime
 from im.errors import Unavailable
 
 log = logging.getLogger("im.batcher")
@@ -89,3 +90,12 @@ class Lookup:
     def _fail(items: list[tuple[Hashable, AsyncResult]], err: Exception) -> None:
         for _, answer in items:
             answer.set_exception(err)
+
+
+def database_lookup(name: str, read: Callable[[object, list], dict]) -> Lookup:
+    """A Lookup whose fetch is `read(cursor, keys)`: one lone read (autocommit, no BEGIN and
+    COMMIT round trips) on a pooled connection per batch."""
+    def fetch(keys: list) -> dict:
+        with runtime.db.autocommit() as cur:
+            return read(cur, keys)
+    return Lookup(name, fetch)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from im import runtime, shapes, validate
-from im.batcher import Lookup
+from im.batcher import database_lookup
 from im.errors import ImError, bad_request
 from im.features.accounts import MAX_PASSWORD
 from im.passwords import hash_password
@@ -36,14 +36,9 @@ CONTACT_HEADER = ("uid", "name", "deptid", "position", "telephone", "cellphone",
 
 # --- QIDs -----------------------------------------------------------------------------------
 
-def _fetch_versions(names: list[str]) -> dict[str, int]:
-    with runtime.db.autocommit() as cur:  # a lone read: no BEGIN/COMMIT round trips
-        return store.versions(cur, names)
-
-
 # Clients poll the versions: requests waiting at the same moment share one read, made after
 # each of them arrived (a client that just changed a version reads the new one).
-_versions = Lookup("versions", _fetch_versions)
+_versions = database_lookup("versions", store.versions)
 
 
 def _version_text(name: str) -> dict:

@@ -8,7 +8,7 @@ to it and of its own that nobody has answered yet.
 import logging
 
 from im import protocol, runtime, shapes, validate
-from im.batcher import Lookup
+from im.batcher import database_lookup
 from im.errors import ImError
 from im.features import friends, groups
 from im.registry import Caller, on_login, qid
@@ -29,12 +29,8 @@ def get_pending_req(caller: Caller, params: dict) -> dict:
     return shapes.table(page, more)
 
 
-def _fetch_unreceived(uids: list[str]) -> dict:
-    with runtime.db.autocommit() as cur:
-        return store.unreceived_to(cur, uids, RESEND_LIMIT)
-
-
-_unreceived = Lookup("resend", _fetch_unreceived)  # a login storm's reads share their queries
+_unreceived = database_lookup(  # a login storm's reads share their queries
+    "resend", lambda cur, uids: store.unreceived_to(cur, uids, RESEND_LIMIT))
 
 
 @on_login

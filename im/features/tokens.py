@@ -13,7 +13,7 @@ share one query (im/batcher.py `Lookup`).
 import time
 
 from im import runtime
-from im.batcher import Lookup
+from im.batcher import database_lookup
 from im.registry import on_event
 from im.store import accounts as store
 
@@ -44,12 +44,7 @@ def owner(digest: bytes) -> tuple[str, bool] | None:
     return uid, disabled
 
 
-def _fetch_owners(digests: list[bytes]) -> dict[bytes, tuple]:
-    with runtime.db.autocommit() as cur:
-        return store.token_owners(cur, digests)
-
-
-_owners = Lookup("tokens", _fetch_owners)  # a login storm's checks share their queries
+_owners = database_lookup("tokens", store.token_owners)  # a login storm's checks share their queries
 
 
 def revoked(digest: bytes) -> None:
