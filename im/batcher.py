@@ -3,7 +3,7 @@
 `Batcher` runs `flush(items)` in one greenlet on everything queued since its previous run:
 the chat and receipt writers store a batch per transaction. `Lookup` does the same for reads:
 concurrent callers' keys go to the database in one query (token checks and the login re-send
-read during a reconnect storm), each caller waiting for its own answer.
+read during a reconnect storm, version polls), each caller waiting for its own answer.
 """
 
 import logging
