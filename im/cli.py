@@ -94,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     except Unavailable as err:
         print(f"im: {err.text}: {runtime.database_label}", file=sys.stderr)
         return 1
+    except config.ConfigError as err:  # a setting the database refuses
+        print(f"im: {err}", file=sys.stderr)
+        runtime.stop()
+        return 2
     try:
         return _admin_command(args)
     finally:

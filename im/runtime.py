@@ -7,6 +7,8 @@ feature code reaches them as `runtime.cfg`, `runtime.db`, `runtime.router`.
 import logging
 import time
 
+import psycopg2
+
 from im import config as config_mod
 from im import db as db_mod
 from im import registry, schema
@@ -72,6 +74,7 @@ def start(c: config_mod.Config, listen: bool = False, sessions: bool = False,
     db = db_mod.Pool(url, size=c.db_pool_size, timeout=c.db_timeout_s)
     writer_db = db_mod.Pool(url, size=WRITER_POOL_SIZE, timeout=c.db_timeout_s)
     _apply_schema()
+    _check_timezone(c.timezone)
     registry.load_features()
     if with_router:
         from im.tcp.router import make_router
@@ -88,6 +91,15 @@ def _apply_schema(attempts: int = 20) -> None:
                 raise
             log.warning("database not reachable yet, retrying")
             time.sleep(0.5)
+
+
+def _check_timezone(name: str) -> None:
+    """PostgreSQL writes the times of history pages: it must know the configured timezone."""
+    try:
+        with db.autocommit() as cur:
+            cur.execute("SELECT now() AT TIME ZONE %s", (name,))
+    except psycopg2.DataError:
+        raise config_mod.ConfigError(f"config key 'timezone': PostgreSQL does not know {name!r}") from None
 
 
 def on_stop(fn) -> None:

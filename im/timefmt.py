@@ -5,6 +5,7 @@ from datetime import datetime, timezone, tzinfo
 from zoneinfo import ZoneInfo
 
 _tz: tzinfo = timezone.utc
+_tz_name = "UTC"
 FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
@@ -12,9 +13,15 @@ _now_text: tuple[int, str] = (-1, "")
 
 
 def set_timezone(name: str) -> None:
-    global _tz, _now_text
+    global _tz, _tz_name, _now_text
     _tz = timezone.utc if name.upper() == "UTC" else ZoneInfo(name)
+    _tz_name = "UTC" if _tz is timezone.utc else name
     _now_text = (-1, "")
+
+
+def zone_name() -> str:
+    """The timezone's name, for PostgreSQL to write wire times in it (AT TIME ZONE)."""
+    return _tz_name
 
 
 def now() -> datetime:

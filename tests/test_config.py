@@ -155,3 +155,15 @@ def test_check_config_refuses_bad_configuration(tmp_path):
 def test_serve_refuses_to_start_on_a_bad_value(tmp_path):
     result = im("serve", env={"IM_MAX_FRAME_BYTES": "lots"}, cwd=tmp_path)
     assert result.returncode == 2 and "max_frame_bytes" in result.stderr
+
+
+def test_a_timezone_postgresql_does_not_know_is_refused_at_start(postgres, tmp_path):
+    """History pages are written by PostgreSQL in the configured timezone: a name only Python's
+    tz database has ("right/UTC", leap seconds counted) must stop the server, not every fetch."""
+    try:
+        config.load(env={"IM_TIMEZONE": "right/UTC"})
+    except ConfigError:
+        pytest.skip("this machine's tz database has no right/UTC")
+    result = im("serve", "--tcp-port", "0", "--http-port", "0", cwd=tmp_path,
+                env={"IM_TIMEZONE": "right/UTC", "IM_DATABASE_URL": postgres.create_database()})
+    assert result.returncode == 2 and "timezone" in result.stderr and "right/UTC" in result.stderr

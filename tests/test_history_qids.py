@@ -202,6 +202,19 @@ def test_what_rose_sends_over_tcp_jack_fetches_and_marks_over_http(server, make_
         (jack, gid, "standup?", "1"), (jack, gid, "in 5", "2")]
 
 
+def test_pages_write_times_in_the_configured_timezone_as_the_tcp_path_does(make_server, make_users,
+                                                                             connect):
+    srv = make_server(timezone="Asia/Kolkata")  # UTC+05:30: a half-hour offset
+    jack, rose = make_users(2, srv=srv)
+    acks = [connect(rose, srv=srv).message(jack, f"namaste {i}") for i in range(2)]
+    stored = srv.sql("SELECT to_char(indb_time AT TIME ZONE 'Asia/Kolkata', 'YYYY-MM-DD HH24:MI:SS') "
+                     "FROM tp_im_message WHERE msgto = %s ORDER BY to_seq", (jack,))
+    http = api(srv, jack)
+    for page in (http.qid("QID_IM_GET_OFFLINE_MSG"), http.qid("QID_IM_GET_OFFLINE_MSG", after_seq=0),
+                 http.qid("QID_IM_GET_ROSTER_MSG_HISTORY", msgto=rose)):
+        assert [r["time"] for r in rows(page)] == [a["time"] for a in acks] == [t for t, in stored]
+
+
 # --- 1:1 history ----------------------------------------------------------------------
 
 def test_history_shows_both_directions_of_jacks_own_conversation_only(server, make_users):
@@ -410,11 +423,11 @@ def test_every_message_query_uses_an_index(postgres):
 
 def run_every_query(cur) -> None:
     now = datetime.now(timezone.utc)
-    history.unreceived(cur, "u5", 500)
-    history.mailbox_after(cur, "u5", 100, 500)
+    history.unreceived(cur, "u5", 500, "UTC")
+    history.mailbox_after(cur, "u5", 100, 500, "UTC")
     history.mark_received_upto(cur, "u5", 20000)
     history.mark_received_before(cur, "u5", now)
-    history.conversation(cur, "u5", "u36", 2 ** 63 - 1, 14, 101)
+    history.conversation(cur, "u5", "u36", 2 ** 63 - 1, 14, 101, "UTC")
     history.membership(cur, "g5", "u5")
     history.group_unsynced(cur, "u5", None, 501)
     history.group_unsynced(cur, "u5", "g5", 501)

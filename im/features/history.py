@@ -7,6 +7,8 @@ client has not seen is never marked received or synced.
 
 from datetime import datetime, timedelta
 
+import orjson
+
 from im import runtime, shapes, timefmt, validate
 from im.errors import ImError, bad_request
 from im.registry import Caller, qid
@@ -45,18 +47,12 @@ def _page(rows: list[dict], limit: int, newest_first: bool = False) -> dict:
     return shapes.table(page, more)
 
 
-def _msg_page(rows: list[tuple], limit: int, newest_first: bool = False) -> dict:
-    """1:1 rows (msgid, from, from_res, to, time, body, seq) as a table page in the contract's
-    field order, with type "0": shapes.table's result, built without a dict per row first."""
+def _json_page(rows: list[str], limit: int, newest_first: bool = False) -> dict:
+    """A table page of rows PostgreSQL wrote as JSON text (store.history), spliced as is."""
     page, more = shapes.page(rows, limit)
     if newest_first:
         page.reverse()
-    fmt = timefmt.fmt
-    result = [[{"n": "msgid", "v": msgid}, {"n": "from", "v": sender}, {"n": "from_res", "v": res},
-               {"n": "to", "v": to}, {"n": "time", "v": fmt(at)}, {"n": "type", "v": "0"},
-               {"n": "body", "v": body or ""}, {"n": "seq", "v": str(seq)}]
-              for msgid, sender, res, to, at, body, seq in page]
-    return {"type": "table", "result": result, "more": "1" if more else "0"}
+    return {"type": "table", "result": orjson.Fragment(f"[{','.join(page)}]"), "more": "1" if more else "0"}
 
 
 # --- 1:1 ------------------------------------------------------------------------------
@@ -67,10 +63,10 @@ def get_offline_msg(caller: Caller, params: dict) -> dict:
     after = validate.integer(params, "after_seq", lo=0) if _given(params, "after_seq") else None
     with runtime.db.autocommit() as cur:  # one statement reads the page and records it given
         if after is None:
-            rows = store.unreceived(cur, caller.uid, limit)
+            rows = store.unreceived(cur, caller.uid, limit, timefmt.zone_name())
         else:
-            rows = store.mailbox_after(cur, caller.uid, after, limit)
-    return _msg_page(rows, limit)
+            rows = store.mailbox_after(cur, caller.uid, after, limit, timefmt.zone_name())
+    return _json_page(rows, limit)
 
 
 @qid("QID_IM_RECIVE_OFFLINE_MSG")
@@ -92,8 +88,8 @@ def get_roster_msg_history(caller: Caller, params: dict) -> dict:
     before = validate.integer(params, "before_seq", default=NO_BOUND, lo=0)
     limit = _limit(params, HISTORY_LIMIT)
     with runtime.db.autocommit() as cur:  # one statement: no BEGIN and COMMIT round trips
-        rows = store.conversation(cur, caller.uid, other, before, days, limit + 1)
-    return _msg_page(rows, limit, newest_first=True)
+        rows = store.conversation(cur, caller.uid, other, before, days, limit + 1, timefmt.zone_name())
+    return _json_page(rows, limit, newest_first=True)
 
 
 # --- groups ---------------------------------------------------------------------------
