@@ -70,6 +70,7 @@ def _start_http(cfg):
 
     from im.tcp.server import tls_context, tls_handshake
     from im.web import create_app
+    from im.web.headers import FastHandler
 
     class HttpServer(WSGIServer):
         """pywsgi, doing the TLS handshake itself: bounded in time, a failure logged in one line."""
@@ -87,7 +88,7 @@ def _start_http(cfg):
             super().handle(sock, address)
 
     server = HttpServer((cfg.http_host, cfg.http_port), create_app(cfg), log=None,
-                        error_log=logging.getLogger("im.http"))
+                        error_log=logging.getLogger("im.http"), handler_class=FastHandler)
     server.start()
     return server
 
@@ -95,9 +96,10 @@ def _start_http(cfg):
 def _start_ops(cfg):
     from gevent.pywsgi import WSGIServer
 
+    from im.web.headers import FastHandler
     from im.web.ops import create_ops_app
     server = WSGIServer((cfg.http_host, cfg.metrics_port), create_ops_app(), log=None,
-                        error_log=logging.getLogger("im.http"))
+                        error_log=logging.getLogger("im.http"), handler_class=FastHandler)
     server.start()
     return server
 

@@ -54,3 +54,35 @@ def test_errors_are_the_same_on_both_paths(server, make_users):
         assert (status, body["code"]) == (400, "bad_request")
     status, body = ask(server, token, QID, b"", JSON)  # an empty body is {}
     assert (status, body["code"]) == (400, "bad_request") and "msgto" in body["err"]
+
+
+def raw_exchange(server, request: bytes) -> bytes:
+    """Send `request` as is on a fresh connection; what the server answers before closing."""
+    import socket
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
+        sock.sendall(request)
+        got = b""
+        while b"\r\n\r\n" not in got and (part := sock.recv(65536)):
+            got += part
+        return got
+
+
+def test_headers_are_read_one_way_only(server, make_users):
+    """`im serve` reads headers itself (im/web/headers.py): well-formed ones work in any case and
+    repeated ones are joined; lines that could be read two ways are refused."""
+    jack, = make_users(1)
+    token = server.http().login(jack, PASSWORD)
+    body = b'{"msgto": "nobody"}'
+    good = (b"POST " + QID.encode() + b" HTTP/1.1\r\nHost: x\r\ncontent-TYPE: application/json\r\n"
+            b"AUTHORIZATION: Bearer " + token.encode() + b"\r\nX-Tag: a\r\nX-Tag: b\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+    assert raw_exchange(server, good).startswith(b"HTTP/1.1 200")
+    length = f"Content-Length: {len(body)}\r\n".encode()
+    for bad in (length + length.replace(b": ", b": 1"),     # two different lengths
+                b"Content-Length : 5\r\n",                   # whitespace before the colon
+                b"X-Folded: a\r\n  b\r\n" + length,          # obsolete line folding
+                b"no colon here\r\n" + length,
+                b"X-Long: " + b"a" * 70000 + b"\r\n" + length):
+        request = b"POST " + QID.encode() + b" HTTP/1.1\r\nHost: x\r\n" + bad + b"\r\n" + body
+        assert raw_exchange(server, request).startswith(b"HTTP/1.1 400"), bad[:40]
+    assert raw_exchange(server, good).startswith(b"HTTP/1.1 200")  # the server is unharmed
