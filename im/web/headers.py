@@ -7,11 +7,12 @@ into the small interface pywsgi uses (`status`, `get`, `getheader`, `typeheader`
 whitespace before the colon, obsolete line folding and conflicting Content-Lengths are 400s.
 """
 
-from gevent.pywsgi import WSGIHandler
+from gevent import pywsgi
 
 MAX_LINE = 65536  # http.client's limits
 MAX_HEADERS = 100
 END = (b"\r\n", b"\n", b"")
+NO_LOG = getattr(pywsgi, "_NoopLog", ())  # what log=None becomes (private: () if it goes away)
 
 
 class RequestHeaders:
@@ -61,6 +62,11 @@ class RequestHeaders:
         return [f"{name}: {value}\r\n" for _, name, value in self._fields]
 
 
-class FastHandler(WSGIHandler):
+class FastHandler(pywsgi.WSGIHandler):
     def MessageClass(self, fp, *args):  # noqa: N802 - pywsgi's name
         return RequestHeaders(fp)
+
+    def log_request(self) -> None:
+        """pywsgi formats an access-log line per request even when it discards it (log=None)."""
+        if not isinstance(self.server.log, NO_LOG):
+            super().log_request()
