@@ -4,6 +4,7 @@ Every key is typed and bounded; an unknown key or a bad value raises ConfigError
 and the server refuses to start.
 """
 
+import functools
 import ipaddress
 import os
 from dataclasses import dataclass, field, fields
@@ -69,11 +70,17 @@ class Config:
 
     @property
     def files_path(self) -> Path:
-        return Path(self.files_dir or Path(self.data_dir) / "files")
+        return _files_path(self.files_dir, self.data_dir)
 
     @property
     def tls(self) -> bool:
         return bool(self.tls_cert and self.tls_key)
+
+
+@functools.lru_cache(maxsize=8)
+def _files_path(files_dir: str, data_dir: str) -> Path:
+    """One Path per setting: every upload chunk asks for it several times."""
+    return Path(files_dir or Path(data_dir) / "files")
 
 
 KEYS = {f.name: f for f in fields(Config)}

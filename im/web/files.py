@@ -46,7 +46,10 @@ def _on_crash(err: Exception) -> Response:
 
 
 def _params() -> dict:
-    """Query string and form fields (a form may carry one base64 chunk)."""
+    """Query string and form fields (a form may carry one base64 chunk); only the query string
+    beside a raw body (its form machinery cost ~10% of a raw chunk's server CPU)."""
+    if request.mimetype == RAW:
+        return request.args.to_dict()
     request.max_form_memory_size = FORM_LIMIT
     return request.values.to_dict()
 
