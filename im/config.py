@@ -42,7 +42,7 @@ class Config:
     admin_allow: list = _key(None, doc="addresses or networks (CIDR) allowed to use the admin API")
     redis_url: str = _key("", doc="empty = single node; set = cluster mode")
     node_id: str = _key("", doc="this node's name in a cluster; empty = host name + port")
-    timezone: str = _key("UTC", doc="timezone of the times on the wire")
+    timezone: str = _key("UTC", doc="timezone of the times on the wire (an IANA name PostgreSQL knows too)")
     max_frame_bytes: int = _key(65536, 64, 16 * 1024 * 1024, doc="largest TCP frame body")
     login_timeout_s: float = _key(10.0, 0.1, 3600, doc="IM_LOGIN must arrive within this")
     idle_timeout_s: float = _key(120.0, 0.1, 86400, doc="close a connection silent this long")
