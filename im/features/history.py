@@ -40,18 +40,21 @@ def _time(params: dict) -> tuple[datetime, datetime]:
     return mark + timedelta(seconds=1), mark
 
 
-def _page(rows: list[dict], limit: int, newest_first: bool = False) -> dict:
+def _in_order(rows: list, limit: int, newest_first: bool) -> tuple[list, bool]:
+    """(the page in stream order, whether there are more) of rows fetched with limit + 1."""
     page, more = shapes.page(rows, limit)
     if newest_first:
         page.reverse()
-    return shapes.table(page, more)
+    return page, more
+
+
+def _page(rows: list[dict], limit: int, newest_first: bool = False) -> dict:
+    return shapes.table(*_in_order(rows, limit, newest_first))
 
 
 def _json_page(rows: list[str], limit: int, newest_first: bool = False) -> dict:
     """A table page of rows PostgreSQL wrote as JSON text (store.history), spliced as is."""
-    page, more = shapes.page(rows, limit)
-    if newest_first:
-        page.reverse()
+    page, more = _in_order(rows, limit, newest_first)
     return {"type": "table", "result": orjson.Fragment(f"[{','.join(page)}]"), "more": "1" if more else "0"}
 
 
