@@ -773,7 +773,7 @@ class Bench:
         form), download the first by blocks; against a plain copy with fsync."""
         token = self.users(1, "u")[0]["token"]
         data = os.urandom(size)
-        copy_s = _copy_seconds(data)
+        copy_s = sorted(_copy_seconds(data) for _ in range(COPIES))[COPIES // 2]
         mb = size / 2 ** 20
         client = RawHttp(self.server.http_port, token)
         figures = {"scenario": "files", "mib": round(mb, 1), "chunk_kib": chunk // 1024,
@@ -800,6 +800,9 @@ class Bench:
         client.close()
         return {**figures, "download_mib_s": round(mb / w.wall, 1), "download_ratio": round(copy_s / w.wall, 3),
                 **w.per_mib(mb, "download"), "intact": got.getvalue() == data}
+
+
+COPIES = 5  # the plain copy's speed swings 230-540 MiB/s from one minute to the next: a median
 
 
 def _copy_seconds(data: bytes) -> float:
