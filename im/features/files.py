@@ -1,14 +1,16 @@
 """The file server's logic (PROTOCOL.md §3): names, signatures, resumable uploads, downloads.
 
-Layout under `files_path`: `partial/<name>` grows chunk by chunk; `complete/<name>` appears
-by an atomic rename once every byte is there, so only complete files are ever served and a
-crash never leaves a corrupt file visible. The database row of a name (im_file) records its
-owner and the counted size: a chunk is written and then counted, in the transaction that holds
-the row's lock (uploads of one name are serialised, across processes too). The file is fsynced
-every CHECKPOINT_BYTES and before it is published; counted bytes past the last fsync are trusted
-only within the machine boot that wrote them (docs/files.md). A crash between the write and the
-commit leaves an uncounted tail, cut off before the next chunk is appended; a crash between the
-rename and the commit is noticed by the next upload request (the complete file exists).
+Layout under `files_path`: `partial/<name>` grows chunk by chunk; `complete/<name>` appears by
+an atomic rename once every byte is there, so only complete files are ever served and a crash
+never leaves a corrupt file visible. The database row of a name (im_file) records its owner and
+the counted size: a chunk is written and then counted, in the transaction that holds the row's
+lock (uploads of one name are serialised, across processes too). The file is fsynced before it
+is published, and in the background every CHECKPOINT_BYTES (recorded as durable once the fsync
+returns: the client does not wait for the disk in the middle of a file); counted bytes past the
+last fsync are trusted only within the machine boot that wrote them (docs/files.md). A crash
+between the write and the commit leaves an uncounted tail, cut off before the next chunk is
+appended; a crash between the rename and the commit is noticed by the next upload request (the
+complete file exists).
 """
 
 import errno
@@ -40,7 +42,7 @@ MAX_BASE64 = MAX_CHUNK_BYTES * 4 // 3 + 4
 READ_BLOCK = 1024 * 1024
 SPOOL_BLOCK = 256 * 1024
 SPARE_SPOOLS = 4
-CHECKPOINT_BYTES = 16 * 1024 * 1024  # fsynced at least this often (and at the end)
+CHECKPOINT_BYTES = 16 * 1024 * 1024  # fsynced in the background this often (and at the end)
 AVATAR_PREFIX = "/file/"
 
 
@@ -215,8 +217,7 @@ def upload(uid: str, name: str, filesize: int, offset: int, data: "bytes | Spool
         if done or not data and stored < filesize:
             store.commit(cur)  # a probe: keeps a new owner and what _settle repaired
             return stored
-        end = stored + len(data)
-        sync = end == filesize or end - durable >= CHECKPOINT_BYTES or boot_id() is None
+        sync = stored + len(data) == filesize or boot_id() is None
         stored = _append(name, stored, data, sync)
         complete = stored == filesize
         if complete:
@@ -227,7 +228,38 @@ def upload(uid: str, name: str, filesize: int, offset: int, data: "bytes | Spool
                        flush=complete or claimed, commit=True)
     if complete:
         log.info("file %s complete (%d bytes) by %s", name, stored, uid)
+    elif not sync and stored - durable >= CHECKPOINT_BYTES:
+        _checkpoint_soon(name, stored)
     return stored
+
+
+_checkpointing: set[str] = set()  # names with a background fsync in flight in this process
+
+
+def _checkpoint_soon(name: str, upto: int) -> None:
+    if name not in _checkpointing:
+        _checkpointing.add(name)
+        gevent.spawn(_checkpoint, name, upto)
+
+
+def _checkpoint(name: str, upto: int) -> None:
+    """fsync the partial file, then record its first `upto` bytes durable. A failure only
+    leaves `durable` behind: the next checkpoint or the last chunk's fsync covers the bytes."""
+    try:
+        try:
+            fd = os.open(_dir("partial") / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return  # completed meanwhile: published after its own fsync
+        try:
+            _in_thread(os.fsync, fd)
+        finally:
+            os.close(fd)
+        with runtime.db.transaction() as cur:
+            store.raise_durable(cur, name, upto)
+    except Exception as err:
+        log.warning("file %s: background fsync to %d bytes not recorded: %s", name, upto, err)
+    finally:
+        _checkpointing.discard(name)
 
 
 @functools.cache

@@ -35,6 +35,14 @@ def set_size(cur, name: str, size: int, complete: bool, durable: int, boot: str 
                 ("; COMMIT" if commit else ""), (size, complete, durable, boot, name))
 
 
+def raise_durable(cur, name: str, upto: int) -> None:
+    """Record `upto` bytes fsynced, unless the count fell below it meanwhile (or the file is
+    complete: its last fsync covered everything)."""
+    cur.execute("""UPDATE im_file SET durable = %(n)s
+                   WHERE name = %(f)s AND durable < %(n)s AND size >= %(n)s AND NOT complete""",
+                {"n": upto, "f": name})
+
+
 def commit(cur) -> None:
     cur.execute("COMMIT")
 
