@@ -48,19 +48,10 @@ def prepare(cur, statements: dict[str, str]) -> None:
         conn.prepared.update(missing)
 
 
-def _execute_sql(name: str, count: int) -> str:
-    return f"EXECUTE {name}({', '.join(['%s'] * count)})"
-
-
-def call(cur, name: str, args: tuple) -> bytes:
-    """`EXECUTE name(args)` as SQL text, for a multi-statement string."""
-    return cur.mogrify(_execute_sql(name, len(args)), args)
-
-
 def execute(cur, statements: dict[str, str], name: str, args: tuple) -> None:
     """Run the prepared statement `name` of `statements`, PREPAREd here first if need be."""
     prepare(cur, statements)
-    cur.execute(_execute_sql(name, len(args)), args)
+    cur.execute(f"EXECUTE {name}({', '.join(['%s'] * len(args))})", args)
 
 
 def make_cooperative() -> None:

@@ -209,16 +209,24 @@ def _store_batch(cur, direct: list[Message], group: list[Message], stamp: dateti
     return len(new_direct), sum(m.new for m in new_group)
 
 
+def _stored_before(m: Message, found: dict) -> bool:
+    """Reset m for this attempt; if it is among the `found` stored ones (a retry), it takes its
+    stored position and time."""
+    m.error, m.new = None, False
+    known = found.get((m.sender, m.msgid))
+    if known is None:
+        return False
+    m.seq, m.time = known[0], fmt(known[1])
+    return True
+
+
 def _number_direct(messages: list[Message], found: dict, batch: store.Batch) -> list[Message]:
     """Offsets within the batch for the messages not stored yet (returned), and the given
     offset each mailbox reaches (§6.12); the stored ones take their original positions."""
     counts = batch.mailboxes
     new = []
     for m in messages:
-        m.error, m.new = None, False
-        known = found.get((m.sender, m.msgid))
-        if known is not None:
-            m.seq, m.time = known[0], fmt(known[1])
+        if _stored_before(m, found):
             continue
         sender = counts.setdefault(m.sender, [0, 0])
         sender[0] += 1
@@ -242,10 +250,7 @@ def _number_group(messages: list[Message], found: dict, batch: store.Batch) -> l
     counts = batch.groups
     new = []
     for m in messages:
-        m.error, m.new = None, False
-        known = found.get((m.sender, m.msgid))
-        if known is not None:
-            m.seq, m.time = known[0], fmt(known[1])
+        if _stored_before(m, found):
             continue
         counts[m.to] = m.seq = counts.get(m.to, 0) + 1
         batch.group.append((m.msgid, m.body, m.sender, m.to, m.send_time, m.sender_res, m.seq))

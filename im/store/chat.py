@@ -14,7 +14,6 @@ import psycopg2.errors
 from im import db
 
 
-
 def texts(values: Iterable[str | None]) -> str:
     """A text[] literal (None → NULL), passed as one parameter: psycopg2 adapts a Python list
     element by element (~2 µs each), which dominated the writer's CPU."""
@@ -86,13 +85,12 @@ def store_batch(cur, stamp: datetime, batch: Batch) -> tuple[dict[str, int], dic
     direct = list(zip(*batch.direct)) or [()] * 9
     online = list(zip(*batch.online)) or [()] * 2
     group = list(zip(*batch.group)) or [()] * 7
-    db.prepare(cur, STATEMENTS)
     try:
-        cur.execute(db.call(cur, "im_chat_store", (
+        db.execute(cur, STATEMENTS, "im_chat_store", (
             stamp, texts(uids), ints(batch.mailboxes[u][0] for u in uids),
             ints(batch.mailboxes[u][1] for u in uids), *map(texts, direct[:7]),
             *map(ints, direct[7:]), texts(gids), ints(batch.groups[g] for g in gids),
-            *map(texts, online), *map(texts, group[:6]), ints(group[6]))))
+            *map(texts, online), *map(texts, group[:6]), ints(group[6])))
     except psycopg2.errors.UniqueViolation:
         raise Conflict() from None
     bases: dict[str, dict[str, int]] = {"m": {}, "g": {}}
@@ -105,10 +103,9 @@ def stored(cur, direct: list[tuple[str, str]], group: list[tuple[str, str]]
            ) -> tuple[dict[tuple[str, str], tuple], dict[tuple[str, str], tuple]]:
     """Which of the (msgfrom, msgid) keys of 1:1 and group messages are stored:
     key → (from_seq or seq, indb_time)."""
-    db.prepare(cur, STATEMENTS)
-    cur.execute(db.call(cur, "im_chat_stored", (
+    db.execute(cur, STATEMENTS, "im_chat_stored", (
         texts(k[0] for k in direct), texts(k[1] for k in direct),
-        texts(k[0] for k in group), texts(k[1] for k in group))))
+        texts(k[0] for k in group), texts(k[1] for k in group)))
     found: dict[str, dict] = {"d": {}, "g": {}}
     for kind, sender, msgid, seq, stamp in cur.fetchall():
         found[kind][(sender, msgid)] = (seq, stamp)
