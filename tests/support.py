@@ -1,8 +1,10 @@
 """Test support: a PostgreSQL for the session and real `im serve` processes on free ports."""
 
+import atexit
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,8 +23,11 @@ LISTEN_RE = re.compile(r"TCP on [^:]+:(\d+)(?:, HTTP on [^:]+:(\d+))?")
 
 
 def short_tmpdir(prefix: str) -> str:
-    """A short directory under the system temp dir (PostgreSQL's socket path is limited)."""
-    return tempfile.mkdtemp(prefix=prefix, dir=tempfile.gettempdir())
+    """A short directory under the system temp dir (PostgreSQL's socket path is limited), removed
+    when this process exits: after whatever registered its exit handler later (pgserver's stop)."""
+    path = tempfile.mkdtemp(prefix=prefix, dir=tempfile.gettempdir())
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 class Postgres:
