@@ -806,7 +806,7 @@ COPIES = 5  # the plain copy's speed swings 230-540 MiB/s from one minute to the
 
 
 def _copy_seconds(data: bytes) -> float:
-    """shutil.copyfile of `data` plus an fsync of the copy (the server fsyncs every chunk)."""
+    """shutil.copyfile of `data` plus an fsync of the copy (an upload ends with the file on disk)."""
     tmp = Path(tempfile.mkdtemp(prefix="benchf"))
     try:
         src, dst = tmp / "src", tmp / "dst"
