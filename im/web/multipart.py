@@ -1,0 +1,81 @@
+"""The text fields of a `multipart/form-data` body read whole: the file server's upload form.
+
+An upload form is a few small fields and one base64 `bin` of up to ~11 MB. werkzeug's streaming
+parser looks for the boundary in 64 KiB pieces and gathers a field's pieces in Python: half of
+a form upload's server CPU (issue 7). A body of a known length, already bounded by the caller,
+is received here into one buffer and split with `find`. Anything this reader is not sure about
+(a preamble not ending in CRLF, transport padding, a part without a name, no closing
+delimiter) is handed to werkzeug's parser, as bytes.
+"""
+
+import io
+
+from werkzeug.formparser import FormDataParser
+from werkzeug.http import parse_options_header
+
+from im.errors import bad_request
+
+CRLF = b"\r\n"
+HEAD_END = b"\r\n\r\n"
+
+
+def read_fields(stream, length: int, mimetype: str, options: dict) -> dict[str, str]:
+    """The text fields of a form body of `length` bytes (multipart or not) read from `stream`."""
+    body = bytearray(length)
+    view = memoryview(body)
+    got = 0
+    while got < length:
+        more = stream.readinto(view[got:])
+        if not more:
+            raise bad_request("body", f"ended after {got} of {length} bytes")
+        got += more
+    fields = text_fields(body, options.get("boundary", "")) if mimetype == "multipart/form-data" else None
+    if fields is None:
+        parser = FormDataParser(max_form_memory_size=length, silent=False)
+        try:
+            _, form, _ = parser.parse(io.BytesIO(body), mimetype, length, options)
+        except ValueError as err:  # werkzeug's silent default made a broken form an empty one
+            raise bad_request("body", f"not a readable form ({err})") from None
+        fields = form.to_dict()
+    return fields
+
+
+def text_fields(body: bytearray, boundary: str) -> dict[str, str] | None:
+    """Each named non-file part's value (UTF-8, like werkzeug; the first of a repeated name);
+    None if `body` is not a multipart body this reader understands."""
+    if not boundary:
+        return None
+    dash = b"--" + boundary.encode("latin-1")
+    at = body.find(dash)
+    if at < 0 or (at and body[at - 2:at] != CRLF):
+        return None
+    separator = CRLF + dash
+    at += len(dash)
+    fields: dict[str, str] = {}
+    while not body.startswith(b"--", at):  # the closing delimiter
+        if not body.startswith(CRLF, at):
+            return None
+        head_end = body.find(HEAD_END, at)
+        end = body.find(separator, head_end + 4) if head_end >= 0 else -1
+        if end < 0:
+            return None
+        part = _form_part(body[at + 2:head_end])
+        if part is None:
+            return None
+        name, is_file = part
+        if not is_file:
+            fields.setdefault(name, str(memoryview(body)[head_end + 4:end], "utf-8", "replace"))
+        at = end + len(separator)
+    return fields
+
+
+def _form_part(head: bytes) -> tuple[str, bool] | None:
+    """(name, whether it is a file) from a part's headers; None without a form-data name."""
+    for line in head.split(CRLF):
+        key, colon, value = line.decode("utf-8", "replace").partition(":")
+        if colon and key.strip().lower() == "content-disposition":
+            kind, options = parse_options_header(value.strip())
+            if kind != "form-data" or not options.get("name"):
+                return None
+            return options["name"], "filename" in options
+    return None

@@ -1,0 +1,96 @@
+"""Upload forms as `multipart/form-data` (what browsers and `curl -F` send, PROTOCOL.md §3): the
+server reads a form body whole and splits it itself, and hands what it is unsure of to werkzeug."""
+
+import base64
+import hashlib
+import os
+import urllib.parse
+
+import pytest
+
+from test_files import Files, new_name, signature
+
+BOUNDARY = "----formboundary7MA4YWxkTrZu0gW"
+
+
+def part(name: str, value: str | bytes, filename: str | None = None) -> bytes:
+    disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+    value = value.encode() if isinstance(value, str) else value
+    return f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + value + b"\r\n"
+
+
+def form(*parts: bytes, preamble: bytes = b"", padding: bytes = b"") -> bytes:
+    body = preamble + b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+    return body.replace(f"--{BOUNDARY}\r\n".encode(), f"--{BOUNDARY}".encode() + padding + b"\r\n")
+
+
+class MultipartFiles(Files):
+    def post(self, body: bytes, query: dict | None = None):
+        path = "/file/upload" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        return self.http.call("POST", path, raw=body, token=self.token,
+                              headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+
+    def chunk_parts(self, name: str, data: bytes, offset: int, filesize: int) -> list[bytes]:
+        return [part("filename", name), part("filesize", str(filesize)), part("offset", str(offset)),
+                part("signature", signature(self.token, name, str(offset))),
+                part("bin", base64.b64encode(data).decode())]
+
+
+@pytest.fixture
+def jack_rose(server, make_users):
+    jack, rose = make_users(2)
+    return MultipartFiles(server, jack), MultipartFiles(server, rose)
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def test_a_file_uploaded_by_multipart_forms_arrives_intact(jack_rose):
+    jack, rose = jack_rose
+    name, data = new_name(), os.urandom(2_500_000)
+    for at in range(0, len(data), 1_048_576):
+        status, body, headers = jack.post(form(*jack.chunk_parts(name, data[at:at + 1_048_576], at, len(data))))
+        assert (status, headers["FI"]) == (200, str(min(at + 1_048_576, len(data)))), body
+    assert md5(rose.call("/file/download", filename=name)[1]) == md5(data)
+
+
+@pytest.mark.parametrize("shape", [{"preamble": b"This is a multipart message.\r\n"}, {"padding": b"  \t"}])
+def test_forms_with_a_preamble_or_padded_delimiters_are_read_too(jack_rose, shape):
+    jack, _ = jack_rose
+    name, data = new_name(), os.urandom(5000)
+    status, body, headers = jack.post(form(*jack.chunk_parts(name, data, 0, len(data)), **shape))
+    assert (status, headers["FI"]) == (200, "5000"), body
+
+
+def test_query_string_first_then_the_first_of_repeated_fields(jack_rose):
+    jack, rose = jack_rose
+    name, data = new_name(), os.urandom(3000)
+    wrong = signature(jack.token, name, "1")
+    parts = jack.chunk_parts(name, data, 0, len(data))
+    # the query string's offset and signature win over the form's; of two `bin`s, the first
+    status, body, headers = jack.post(
+        form(*parts[:2], part("offset", "1"), part("signature", wrong), parts[4], part("bin", "AAAA")),
+        query={"offset": "0", "signature": signature(jack.token, name, "0")})
+    assert (status, headers["FI"]) == (200, "3000"), body
+    assert rose.call("/file/download", filename=name)[1] == data
+
+
+def test_a_file_part_is_not_the_bin_field(jack_rose):
+    """`bin` is a text field: a file part of that name carries no chunk (the answer is a probe's)."""
+    jack, _ = jack_rose
+    name = new_name()
+    parts = jack.chunk_parts(name, b"x" * 100, 0, 100)
+    status, _, headers = jack.post(form(*parts[:4], part("bin", base64.b64encode(b"x" * 100), "chunk.b64")))
+    assert (status, headers["FI"]) == (200, "0")
+
+
+@pytest.mark.parametrize("cut", [b"", b"--", b"\r\n"])
+def test_a_form_without_its_closing_delimiter_is_refused_and_stores_nothing(jack_rose, cut):
+    jack, _ = jack_rose
+    name = new_name()
+    body = b"".join(jack.chunk_parts(name, b"x" * 100, 0, 100))[:-2] + cut
+    status, text, _ = jack.post(body)
+    assert status == 400 and isinstance(text, bytes) and text.strip()
+    probe = form(*jack.chunk_parts(name, b"", 0, 100)[:4])
+    assert jack.post(probe)[2]["FI"] == "0"
