@@ -65,8 +65,8 @@ class RequestHeaders:
 
 class BodyInput(pywsgi.Input):
     """pywsgi's request body with `readinto`, which werkzeug's stream uses when present: a raw
-    file chunk is received straight into the spool's buffer (`read` allocated a fresh megabyte
-    per call, then werkzeug copied it)."""
+    file chunk or an upload form is received straight into the caller's buffer (`read`
+    allocated a fresh megabyte per call, then werkzeug copied it)."""
 
     __slots__ = ()
 
