@@ -87,10 +87,14 @@ def test_a_file_part_is_not_the_bin_field(jack_rose):
 
 @pytest.mark.parametrize("cut", [b"", b"--", b"\r\n"])
 def test_a_form_without_its_closing_delimiter_is_refused_and_stores_nothing(jack_rose, cut):
+    """Even right after a longer form: the server reuses its buffers, and what is left of
+    the longer one past the short one's end must not complete it."""
     jack, _ = jack_rose
     name = new_name()
+    longer = jack.chunk_parts(new_name(), b"y" * 60_000, 0, 60_000)
+    assert jack.post(form(*longer))[0] == 200
     body = b"".join(jack.chunk_parts(name, b"x" * 100, 0, 100))[:-2] + cut
     status, text, _ = jack.post(body)
-    assert status == 400 and isinstance(text, bytes) and text.strip()
+    assert status == 400 and text.startswith(b"body: not a readable form"), text
     probe = form(*jack.chunk_parts(name, b"", 0, 100)[:4])
     assert jack.post(probe)[2]["FI"] == "0"

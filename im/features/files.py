@@ -29,6 +29,7 @@ import gevent
 import pybase64
 
 from im import runtime
+from im.buffers import BufferPool
 from im.errors import ImError, bad_request
 from im.store import files as store
 
@@ -154,12 +155,11 @@ class Spool:
     creating and freeing one per chunk waits for the filesystem's journal, behind every fsync."""
 
     spare: list = []
-    buffers: list = []  # free memory buffers
-    buffers_made = 0
+    buffers = BufferPool(MEMORY_CHUNK, MEMORY_BUFFERS)
 
     def __init__(self, stream, length: int):
         self.length = 0
-        self.memory = self._take_buffer() if length <= MEMORY_CHUNK else None
+        self.memory = self.buffers.take(length)
         self.file = None
         try:
             if self.memory is None:
@@ -168,15 +168,6 @@ class Spool:
         except BaseException:
             self.close()
             raise
-
-    @classmethod
-    def _take_buffer(cls) -> memoryview | None:
-        if cls.buffers:
-            return cls.buffers.pop()
-        if cls.buffers_made < MEMORY_BUFFERS:
-            cls.buffers_made += 1
-            return memoryview(bytearray(MEMORY_CHUNK))
-        return None
 
     def _receive(self, stream, length: int) -> None:
         if self.memory is not None:
@@ -213,7 +204,7 @@ class Spool:
         """Give the buffer back; keep the temporary file for another chunk (stale bytes in
         either are never read)."""
         if self.memory is not None:
-            self.buffers.append(self.memory)
+            self.buffers.give(self.memory)
         elif self.file is not None and len(self.spare) < SPARE_SPOOLS:
             self.spare.append(self.file)
         elif self.file is not None:

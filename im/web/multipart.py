@@ -13,7 +13,10 @@ import io
 from werkzeug.formparser import FormDataParser
 from werkzeug.http import parse_options_header
 
+from im.buffers import BufferPool
 from im.errors import bad_request
+
+BUFFERS = BufferPool(2 * 1024 * 1024, 4)  # the form of a 1 MiB chunk is ~1.4 MB
 
 CRLF = b"\r\n"
 HEAD_END = b"\r\n\r\n"
@@ -21,42 +24,58 @@ HEAD_END = b"\r\n\r\n"
 
 def read_fields(stream, length: int, mimetype: str, options: dict) -> dict[str, str]:
     """The text fields of a form body of `length` bytes (multipart or not) read from `stream`."""
-    body = bytearray(length)
-    view = memoryview(body)
-    got = 0
-    while got < length:
-        more = stream.readinto(view[got:])
-        if not more:
-            raise bad_request("body", f"ended after {got} of {length} bytes")
-        got += more
-    fields = text_fields(body, options.get("boundary", "")) if mimetype == "multipart/form-data" else None
-    if fields is None:
-        parser = FormDataParser(max_form_memory_size=length, silent=False)
-        try:
-            _, form, _ = parser.parse(io.BytesIO(body), mimetype, length, options)
-        except ValueError as err:  # werkzeug's silent default made a broken form an empty one
-            raise bad_request("body", f"not a readable form ({err})") from None
-        fields = form.to_dict()
+    pooled = BUFFERS.take(length)
+    body = pooled.obj if pooled is not None else bytearray(length)
+    try:
+        _receive(stream, memoryview(body)[:length])
+        fields = None
+        if mimetype == "multipart/form-data":
+            fields = text_fields(body, length, options.get("boundary", ""))
+        if fields is None:
+            fields = _werkzeug_fields(bytes(body[:length]), mimetype, options)
+    finally:
+        if pooled is not None:
+            BUFFERS.give(pooled)
     return fields
 
 
-def text_fields(body: bytearray, boundary: str) -> dict[str, str] | None:
-    """Each named non-file part's value (UTF-8, like werkzeug; the first of a repeated name);
-    None if `body` is not a multipart body this reader understands."""
+def _receive(stream, view: memoryview) -> None:
+    got = 0
+    while got < len(view):
+        more = stream.readinto(view[got:])
+        if not more:
+            raise bad_request("body", f"ended after {got} of {len(view)} bytes")
+        got += more
+
+
+def _werkzeug_fields(body: bytes, mimetype: str, options: dict) -> dict[str, str]:
+    parser = FormDataParser(max_form_memory_size=len(body), silent=False)
+    try:
+        _, form, _ = parser.parse(io.BytesIO(body), mimetype, len(body), options)
+    except ValueError as err:  # werkzeug's silent default made a broken form an empty one
+        raise bad_request("body", f"not a readable form ({err})") from None
+    return form.to_dict()
+
+
+def text_fields(body: bytearray, length: int, boundary: str) -> dict[str, str] | None:
+    """Each named non-file part's value in the first `length` bytes of `body` (UTF-8, like
+    werkzeug; the first of a repeated name); None if they are not a multipart body this reader
+    understands."""
     if not boundary:
         return None
     dash = b"--" + boundary.encode("latin-1")
-    at = body.find(dash)
+    at = body.find(dash, 0, length)
     if at < 0 or (at and body[at - 2:at] != CRLF):
         return None
     separator = CRLF + dash
     at += len(dash)
     fields: dict[str, str] = {}
-    while not body.startswith(b"--", at):  # the closing delimiter
-        if not body.startswith(CRLF, at):
+    view = memoryview(body)
+    while not body.startswith(b"--", at, length):  # the closing delimiter
+        if not body.startswith(CRLF, at, length):
             return None
-        head_end = body.find(HEAD_END, at)
-        end = body.find(separator, head_end + 4) if head_end >= 0 else -1
+        head_end = body.find(HEAD_END, at, length)
+        end = body.find(separator, head_end + 4, length) if head_end >= 0 else -1
         if end < 0:
             return None
         part = _form_part(body[at + 2:head_end])
@@ -64,12 +83,12 @@ def text_fields(body: bytearray, boundary: str) -> dict[str, str] | None:
             return None
         name, is_file = part
         if not is_file:
-            fields.setdefault(name, str(memoryview(body)[head_end + 4:end], "utf-8", "replace"))
+            fields.setdefault(name, str(view[head_end + 4:end], "utf-8", "replace"))
         at = end + len(separator)
     return fields
 
 
-def _form_part(head: bytes) -> tuple[str, bool] | None:
+def _form_part(head: bytearray) -> tuple[str, bool] | None:
     """(name, whether it is a file) from a part's headers; None without a form-data name."""
     for line in head.split(CRLF):
         key, colon, value = line.decode("utf-8", "replace").partition(":")
