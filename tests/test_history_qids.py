@@ -213,6 +213,11 @@ def test_pages_write_times_in_the_configured_timezone_as_the_tcp_path_does(make_
     for page in (http.qid("QID_IM_GET_OFFLINE_MSG"), http.qid("QID_IM_GET_OFFLINE_MSG", after_seq=0),
                  http.qid("QID_IM_GET_ROSTER_MSG_HISTORY", msgto=rose)):
         assert [r["time"] for r in rows(page)] == [a["time"] for a in acks] == [t for t, in stored]
+    gid = make_group(srv, {jack: 0, rose: 0})
+    group_acks = [connect(rose, srv=srv).message(gid, f"namaste all {i}", group=True) for i in range(2)]
+    history = rows(http.qid("QID_IM_GET_GROUP_MSG_HISTORY", gid=gid))
+    assert [(r["body"], r["time"]) for r in history] == [(f"namaste all {i}", a["time"])
+                                                         for i, a in enumerate(group_acks)]
 
 
 # --- 1:1 history ----------------------------------------------------------------------
@@ -434,5 +439,5 @@ def run_every_query(cur) -> None:
     history.raise_group_given(cur, "u5", {"g5": 25000})
     history.group_mark_seq(cur, "u5", "g5", 25000)
     history.group_mark_before(cur, "u5", now, now, None)
-    history.group_history(cur, "u5", "g5", 2 ** 63 - 1, 14, 101)
+    history.group_history(cur, "u5", "g5", 2 ** 63 - 1, 14, 101, "UTC")
     pending.pending(cur, "u5", 501)

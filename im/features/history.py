@@ -150,7 +150,8 @@ def get_group_msg_history(caller: Caller, params: dict) -> dict:
     days = validate.integer(params, "days", default=DEFAULT_DAYS, lo=1, hi=MAX_DAYS)
     before = validate.integer(params, "before_seq", default=NO_BOUND, lo=0)
     limit = _limit(params, HISTORY_LIMIT)
-    with runtime.db.transaction() as cur:
-        _check_member(cur, gid, caller.uid)
-        rows = store.group_history(cur, caller.uid, gid, before, days, limit + 1)
-    return _page(rows, limit, newest_first=True)
+    with runtime.db.autocommit() as cur:  # one statement; membership looked at only if no rows
+        rows = store.group_history(cur, caller.uid, gid, before, days, limit + 1, timefmt.zone_name())
+        if not rows:
+            _check_member(cur, gid, caller.uid)
+    return _json_page(rows, limit, newest_first=True)

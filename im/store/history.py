@@ -26,17 +26,28 @@ def _rows(cur, names: tuple[str, ...]) -> list[dict]:
 # execution) walks the same index as a custom one for a light or a heavy user: equality on the
 # leading columns, the order and the bound on the next one.
 
+def _row_json(*fields: tuple[str, str]) -> str:
+    """SQL writing a row as the contract's JSON table row: `fields` are (name, SQL giving the
+    value's JSON text), in order."""
+    pieces = [f"""'{"}," if i else "["}{{"n":"{name}","v":' || {value}""" for i, (name, value) in enumerate(fields)]
+    return " || ".join(pieces) + " || '}]'"
+
+
+TIME_JSON = """'"' || to_char(indb_time AT TIME ZONE $tz, 'YYYY-MM-DD HH24:MI:SS') || '"'"""
+SEQ_JSON = """'"' || seq || '"'"""
+BODY_JSON = "to_json(COALESCE(msg, ''))"
 MSG_COLS = "msgid, msgfrom, from_res, msgto, indb_time, msg"
-ROW_JSON = """'[{"n":"msgid","v":' || to_json(msgid) || '},{"n":"from","v":' || to_json(msgfrom)
-    || '},{"n":"from_res","v":' || to_json(from_res) || '},{"n":"to","v":' || to_json(msgto)
-    || '},{"n":"time","v":"' || to_char(indb_time AT TIME ZONE $tz, 'YYYY-MM-DD HH24:MI:SS')
-    || '"},{"n":"type","v":"0"},{"n":"body","v":' || to_json(COALESCE(msg, ''))
-    || '},{"n":"seq","v":"' || seq || '"}]'"""
+ROW_JSON = _row_json(("msgid", "to_json(msgid)"), ("from", "to_json(msgfrom)"), ("from_res", "to_json(from_res)"),
+                     ("to", "to_json(msgto)"), ("time", TIME_JSON), ("type", """'"0"'"""), ("body", BODY_JSON),
+                     ("seq", SEQ_JSON))
+GROUP_ROW_JSON = _row_json(("msgid", "to_json(msgid)"), ("from", "to_json(msgfrom)"), ("to", "to_json(gid)"),
+                           ("time", TIME_JSON), ("body", BODY_JSON), ("seq", SEQ_JSON))
 
 
-def _as_json(rows: str, tz: str, order: str = "seq") -> str:
-    """`rows` (1:1 rows, seq last) in `order`, each as the text of its JSON table row."""
-    return f"SELECT {ROW_JSON.replace('$tz', tz)} FROM ({rows}) r ORDER BY {order}"
+def _as_json(rows: str, tz: str, order: str = "seq", row_json: str = ROW_JSON) -> str:
+    """`rows` (1:1 rows, seq last; or group rows with `GROUP_ROW_JSON`) in `order`, each as
+    the text of its JSON table row."""
+    return f"SELECT {row_json.replace('$tz', tz)} FROM ({rows}) r ORDER BY {order}"
 
 
 def _handing_out(page: str, tz: str) -> str:
@@ -80,6 +91,18 @@ STATEMENTS = {
            AND from_seq < $3 AND indb_time >= now() - $4 * interval '1 day'
          ORDER BY from_seq DESC LIMIT $5)
         ORDER BY seq DESC LIMIT $5""", "$6", "seq DESC"),
+    # gid, uid, before, days, limit, tz: the newest messages of a live group uid is a member
+    # of, after uid joined (no rows: not a member, no such group, or none). The membership is
+    # a bound of the index walk (one lookup): joined to the messages, a plan made without
+    # statistics read the whole group and sorted it.
+    "im_hist_group": "(text, text, bigint, integer, bigint, text) AS " + _as_json("""
+        SELECT msgid, msgfrom, gid, indb_time, msg, seq FROM tp_im_message_group
+        WHERE gid = $1 AND seq < $3 AND seq > (
+              SELECT p.join_seq FROM tp_im_group_peer p
+              JOIN tp_im_group g ON g.gid = p.gid AND NOT g.dismissed
+              WHERE p.gid = $1 AND p.userid = $2)
+          AND indb_time >= now() - $4 * interval '1 day'
+        ORDER BY seq DESC LIMIT $5""", "$6", "seq DESC", GROUP_ROW_JSON),
 }
 
 
@@ -183,15 +206,8 @@ def group_mark_before(cur, uid: str, before: datetime, mark: datetime, gid: str 
     cur.execute("UPDATE tp_im_roster SET update_time = %s WHERE userid = %s", (mark, uid))
 
 
-def group_history(cur, uid: str, gid: str, before: int, days: int, limit: int) -> list[dict]:
+def group_history(cur, uid: str, gid: str, before: int, days: int, limit: int, tz: str) -> list[str]:
     """The newest `limit` messages of gid before `before` that uid may see (after joining),
-    within `days`; newest first."""
-    cur.execute("""SELECT m.msgid, m.msgfrom, m.gid, m.indb_time, m.msg, m.seq
-                   FROM tp_im_group_peer p
-                   JOIN tp_im_message_group m ON m.gid = p.gid
-                    AND m.seq > p.join_seq AND m.seq < %(b)s
-                   WHERE p.gid = %(g)s AND p.userid = %(u)s
-                     AND m.indb_time >= now() - %(d)s * interval '1 day'
-                   ORDER BY m.seq DESC LIMIT %(n)s""",
-                {"u": uid, "g": gid, "b": before, "d": days, "n": limit})
-    return _rows(cur, GROUP_NAMES)
+    within `days` (JSON table rows), newest first; none if uid is not a member of gid."""
+    db.execute(cur, STATEMENTS, "im_hist_group", (gid, uid, before, days, limit, tz))
+    return _texts(cur)
