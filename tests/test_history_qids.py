@@ -215,9 +215,9 @@ def test_pages_write_times_in_the_configured_timezone_as_the_tcp_path_does(make_
         assert [r["time"] for r in rows(page)] == [a["time"] for a in acks] == [t for t, in stored]
     gid = make_group(srv, {jack: 0, rose: 0})
     group_acks = [connect(rose, srv=srv).message(gid, f"namaste all {i}", group=True) for i in range(2)]
-    history = rows(http.qid("QID_IM_GET_GROUP_MSG_HISTORY", gid=gid))
-    assert [(r["body"], r["time"]) for r in history] == [(f"namaste all {i}", a["time"])
-                                                         for i, a in enumerate(group_acks)]
+    for page in (http.qid("QID_IM_GET_GROUP_MSG_HISTORY", gid=gid), http.qid("QID_IM_GET_GROUP_OFFLINE_MSG")):
+        assert [(r["body"], r["time"]) for r in rows(page)] == [(f"namaste all {i}", a["time"])
+                                                                for i, a in enumerate(group_acks)]
 
 
 # --- 1:1 history ----------------------------------------------------------------------
@@ -434,9 +434,8 @@ def run_every_query(cur) -> None:
     history.mark_received_before(cur, "u5", now)
     history.conversation(cur, "u5", "u36", 2 ** 63 - 1, 14, 101, "UTC")
     history.membership(cur, "g5", "u5")
-    history.group_unsynced(cur, "u5", None, 501)
-    history.group_unsynced(cur, "u5", "g5", 501)
-    history.raise_group_given(cur, "u5", {"g5": 25000})
+    history.group_unsynced(cur, "u5", None, 500, "UTC")
+    history.group_unsynced(cur, "u5", "g5", 500, "UTC")
     history.group_mark_seq(cur, "u5", "g5", 25000)
     history.group_mark_before(cur, "u5", now, now, None)
     history.group_history(cur, "u5", "g5", 2 ** 63 - 1, 14, 101, "UTC")

@@ -48,10 +48,6 @@ def _in_order(rows: list, limit: int, newest_first: bool) -> tuple[list, bool]:
     return page, more
 
 
-def _page(rows: list[dict], limit: int, newest_first: bool = False) -> dict:
-    return shapes.table(*_in_order(rows, limit, newest_first))
-
-
 def _json_page(rows: list[str], limit: int, newest_first: bool = False) -> dict:
     """A table page of rows PostgreSQL wrote as JSON text (store.history), spliced as is."""
     page, more = _in_order(rows, limit, newest_first)
@@ -113,16 +109,11 @@ def _check_member(cur, gid: str, uid: str) -> None:
 def get_group_offline_msg(caller: Caller, params: dict) -> dict:
     gid = _gid(params) if _given(params, "gid") else None
     limit = _limit(params, OFFLINE_LIMIT)
-    with runtime.db.transaction() as cur:
-        if gid is not None:
+    with runtime.db.autocommit() as cur:  # one statement reads the page and records it given
+        rows = store.group_unsynced(cur, caller.uid, gid, limit, timefmt.zone_name())
+        if gid is not None and not rows:
             _check_member(cur, gid, caller.uid)
-        rows = store.group_unsynced(cur, caller.uid, gid, limit + 1)
-        given: dict[str, int] = {}
-        for r in rows[:limit]:
-            given[r["to"]] = max(given.get(r["to"], 0), r["seq"])
-        if given:
-            store.raise_group_given(cur, caller.uid, given)
-    return _page(rows, limit)
+    return _json_page(rows, limit)
 
 
 @qid("QID_IM_RECIVE_GROUP_OFFLINE_MSG")

@@ -9,13 +9,6 @@ from datetime import datetime
 from im import db
 from im.store import chat
 
-GROUP_NAMES = ("msgid", "from", "to", "time", "body", "seq")
-
-
-def _rows(cur, names: tuple[str, ...]) -> list[dict]:
-    return [dict(zip(names, row)) for row in cur.fetchall()]
-
-
 # --- 1:1 ------------------------------------------------------------------------------
 # 1:1 rows come from PostgreSQL as the contract's table rows in JSON text, spliced into the
 # answer unparsed: shaping ~100 rows in Python (a datetime, eight dicts and their encoding
@@ -103,6 +96,27 @@ STATEMENTS = {
               WHERE p.gid = $1 AND p.userid = $2)
           AND indb_time >= now() - $4 * interval '1 day'
         ORDER BY seq DESC LIMIT $5""", "$6", "seq DESC", GROUP_ROW_JSON),
+    # uid, gid or NULL, limit, tz: up to $3 + 1 messages after uid's sync point (and after
+    # joining) of each of uid's live groups, or of gid only, by gid then seq; the highest seq
+    # of each group among the first $3 is recorded as given to uid (never lowered)
+    "im_hist_group_unsynced": "(text, text, bigint, text) AS " + f"""
+        WITH page AS (
+            SELECT m.msgid, m.msgfrom, m.gid, m.indb_time, m.msg, m.seq
+            FROM tp_im_group_peer p
+            JOIN tp_im_group g ON g.gid = p.gid AND NOT g.dismissed
+            CROSS JOIN LATERAL (
+                SELECT msgid, msgfrom, gid, indb_time, msg, seq FROM tp_im_message_group
+                WHERE gid = p.gid AND seq > GREATEST(p.sync_seq, p.join_seq)
+                ORDER BY seq LIMIT $3 + 1) m
+            WHERE p.userid = $1 AND ($2::varchar IS NULL OR p.gid = $2)
+            ORDER BY p.gid, m.seq LIMIT $3 + 1),
+        given AS (
+            UPDATE tp_im_group_peer p SET given_seq = f.seq
+            FROM (SELECT gid, max(seq) AS seq
+                  FROM (SELECT gid, seq FROM page ORDER BY gid, seq LIMIT $3) first
+                  GROUP BY gid) f
+            WHERE p.gid = f.gid AND p.userid = $1 AND p.given_seq < f.seq)
+        {_as_json("SELECT * FROM page", "$4", "gid, seq", GROUP_ROW_JSON)}""",
 }
 
 
@@ -158,27 +172,12 @@ def membership(cur, gid: str, uid: str) -> bool | None:
     return None if row is None else row[0]
 
 
-def group_unsynced(cur, uid: str, gid: str | None, limit: int) -> list[dict]:
-    """Messages after uid's sync point (and after joining) of each of uid's groups, or of gid
-    only; ordered by gid then seq."""
-    cur.execute("""SELECT m.msgid, m.msgfrom, m.gid, m.indb_time, m.msg, m.seq
-                   FROM tp_im_group_peer p
-                   JOIN tp_im_group g ON g.gid = p.gid AND NOT g.dismissed
-                   CROSS JOIN LATERAL (
-                       SELECT msgid, msgfrom, gid, indb_time, msg, seq FROM tp_im_message_group
-                       WHERE gid = p.gid AND seq > GREATEST(p.sync_seq, p.join_seq)
-                       ORDER BY seq LIMIT %(n)s) m
-                   WHERE p.userid = %(u)s AND (%(g)s::varchar IS NULL OR p.gid = %(g)s)
-                   ORDER BY p.gid, m.seq LIMIT %(n)s""", {"u": uid, "g": gid, "n": limit})
-    return _rows(cur, GROUP_NAMES)
-
-
-def raise_group_given(cur, uid: str, given: dict[str, int]) -> None:
-    """Record per group the highest seq uid has been given (never lowers it)."""
-    cur.execute("""UPDATE tp_im_group_peer p SET given_seq = GREATEST(p.given_seq, v.seq)
-                   FROM unnest(%s::varchar[], %s::bigint[]) AS v(gid, seq)
-                   WHERE p.gid = v.gid AND p.userid = %s""",
-                (list(given), list(given.values()), uid))
+def group_unsynced(cur, uid: str, gid: str | None, limit: int, tz: str) -> list[str]:
+    """Up to limit + 1 messages after uid's sync point (and after joining) of each of uid's
+    groups, or of gid only (JSON table rows), ordered by gid then seq; per group, the highest
+    seq among the first `limit` counts as given."""
+    db.execute(cur, STATEMENTS, "im_hist_group_unsynced", (uid, gid, limit, tz))
+    return _texts(cur)
 
 
 def group_mark_seq(cur, uid: str, gid: str, seq: int) -> None:
