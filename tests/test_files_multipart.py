@@ -98,3 +98,12 @@ def test_a_form_without_its_closing_delimiter_is_refused_and_stores_nothing(jack
     assert status == 400 and text.startswith(b"body: not a readable form"), text
     probe = form(*jack.chunk_parts(name, b"", 0, 100)[:4])
     assert jack.post(probe)[2]["FI"] == "0"
+
+
+def test_a_form_of_more_than_a_thousand_parts_is_refused(jack_rose):
+    jack, _ = jack_rose
+    name = new_name()
+    filler = [part(f"f{i}", "") for i in range(1000)]
+    status, text, _ = jack.post(form(*jack.chunk_parts(name, b"x" * 100, 0, 100), *filler))
+    assert status == 413 and b"1000 form parts" in text
+    assert jack.post(form(*jack.chunk_parts(name, b"x" * 100, 0, 100)[:4]))[2]["FI"] == "0"

@@ -14,9 +14,10 @@ from werkzeug.formparser import FormDataParser
 from werkzeug.http import parse_options_header
 
 from im.buffers import BufferPool
-from im.errors import bad_request
+from im.errors import ImError, bad_request
 
 BUFFERS = BufferPool(2 * 1024 * 1024, 4)  # the form of a 1 MiB chunk is ~1.4 MB
+MAX_PARTS = 1000  # as werkzeug: a body of tiny parts would cost a loop turn and a key each
 
 CRLF = b"\r\n"
 HEAD_END = b"\r\n\r\n"
@@ -71,9 +72,13 @@ def text_fields(body: bytearray, length: int, boundary: str) -> dict[str, str] |
     at += len(dash)
     fields: dict[str, str] = {}
     view = memoryview(body)
+    parts = 0
     while not body.startswith(b"--", at, length):  # the closing delimiter
         if not body.startswith(CRLF, at, length):
             return None
+        parts += 1
+        if parts > MAX_PARTS:
+            raise ImError("too_large", f"body: more than {MAX_PARTS} form parts", 413)
         head_end = body.find(HEAD_END, at, length)
         end = body.find(separator, head_end + 4, length) if head_end >= 0 else -1
         if end < 0:
