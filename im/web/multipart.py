@@ -1,4 +1,4 @@
-"""The text fields of a `multipart/form-data` body read whole: the file server's upload form.
+"""The fields of a `multipart/form-data` body read whole: the file server's upload form.
 
 An upload form is a few small fields and one base64 `bin` of up to ~11 MB. werkzeug's streaming
 parser looks for the boundary in 64 KiB pieces and gathers a field's pieces in Python: half of
@@ -6,6 +6,10 @@ a form upload's server CPU (issue 7). A body of a known length, already bounded 
 is received here into one buffer and split with `find`. Anything this reader is not sure about
 (a preamble not ending in CRLF, transport padding, a part without a name, no closing
 delimiter) is handed to werkzeug's parser, as bytes.
+
+A file part counts as a field of its name, as text, unless a plain field has that name: a
+client that sends its base64 `bin` as a file (`curl -F bin=@chunk.b64`) uploads the chunk
+instead of being answered as a probe and sending it again forever.
 """
 
 import io
@@ -24,7 +28,7 @@ HEAD_END = b"\r\n\r\n"
 
 
 def read_fields(stream, length: int, mimetype: str, options: dict) -> dict[str, str]:
-    """The text fields of a form body of `length` bytes (multipart or not) read from `stream`."""
+    """The fields of a form body of `length` bytes (multipart or not) read from `stream`."""
     pooled = BUFFERS.take(length)
     body = pooled.obj if pooled is not None else bytearray(length)
     try:
@@ -52,16 +56,17 @@ def _receive(stream, view: memoryview) -> None:
 def _werkzeug_fields(body: bytes, mimetype: str, options: dict) -> dict[str, str]:
     parser = FormDataParser(max_form_memory_size=len(body), silent=False)
     try:
-        _, form, _ = parser.parse(io.BytesIO(body), mimetype, len(body), options)
+        _, form, files = parser.parse(io.BytesIO(body), mimetype, len(body), options)
     except ValueError as err:  # werkzeug's silent default made a broken form an empty one
         raise bad_request("body", f"not a readable form ({err})") from None
-    return form.to_dict()
+    as_text = {name: part.read().decode("utf-8", "replace") for name, part in files.items()}
+    return {**as_text, **form.to_dict()}
 
 
 def text_fields(body: bytearray, length: int, boundary: str) -> dict[str, str] | None:
-    """Each named non-file part's value in the first `length` bytes of `body` (UTF-8, like
-    werkzeug; the first of a repeated name); None if they are not a multipart body this reader
-    understands."""
+    """Each named part's value in the first `length` bytes of `body` (UTF-8, like werkzeug;
+    the first of a repeated name; a plain field before a file part); None if they are not a
+    multipart body this reader understands."""
     if not boundary:
         return None
     dash = b"--" + boundary.encode("latin-1")
@@ -71,6 +76,7 @@ def text_fields(body: bytearray, length: int, boundary: str) -> dict[str, str] |
     separator = CRLF + dash
     at += len(dash)
     fields: dict[str, str] = {}
+    files: dict[str, str] = {}
     view = memoryview(body)
     parts = 0
     while not body.startswith(b"--", at, length):  # the closing delimiter
@@ -87,10 +93,9 @@ def text_fields(body: bytearray, length: int, boundary: str) -> dict[str, str] |
         if part is None:
             return None
         name, is_file = part
-        if not is_file:
-            fields.setdefault(name, str(view[head_end + 4:end], "utf-8", "replace"))
+        (files if is_file else fields).setdefault(name, str(view[head_end + 4:end], "utf-8", "replace"))
         at = end + len(separator)
-    return fields
+    return {**files, **fields}
 
 
 def _form_part(head: bytearray) -> tuple[str, bool] | None:
