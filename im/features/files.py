@@ -29,7 +29,7 @@ import gevent
 import pybase64
 
 from im import runtime
-from im.buffers import BufferPool
+from im.buffers import BufferPool, read_exactly, read_some
 from im.errors import ImError, bad_request
 from im.store import files as store
 
@@ -171,12 +171,12 @@ class Spool:
 
     def _receive(self, stream, length: int) -> None:
         if self.memory is not None:
-            while self.length < length:
-                self.length += _read_some(stream, self.memory[self.length:length], self.length, length)
+            read_exactly(stream, self.memory[:length])
+            self.length = length
             return
         buf = memoryview(bytearray(min(length, SPOOL_BLOCK)))
         while self.length < length:
-            got = _read_some(stream, buf[:length - self.length], self.length, length)
+            got = read_some(stream, buf[:length - self.length], self.length, length)
             self.length = _pwrite_all(self.file.fileno(), buf[:got], self.length)
 
     def __len__(self) -> int:
@@ -213,13 +213,6 @@ class Spool:
 
 
 os.register_at_fork(after_in_child=Spool.spare.clear)  # a child must not share the files (buffers are copies)
-
-
-def _read_some(stream, into: memoryview, done: int, length: int) -> int:
-    got = stream.readinto(into)
-    if not got:
-        raise bad_request("body", f"ended after {done} of {length} bytes")
-    return got
 
 
 def upload(uid: str, name: str, filesize: int, offset: int, data: "bytes | Spool") -> int:

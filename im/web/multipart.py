@@ -17,7 +17,7 @@ import io
 from werkzeug.formparser import FormDataParser
 from werkzeug.http import parse_options_header
 
-from im.buffers import BufferPool
+from im.buffers import BufferPool, read_exactly
 from im.errors import ImError, bad_request
 
 BUFFERS = BufferPool(2 * 1024 * 1024, 4)  # the form of a 1 MiB chunk is ~1.4 MB
@@ -32,7 +32,7 @@ def read_fields(stream, length: int, mimetype: str, options: dict) -> dict[str, 
     pooled = BUFFERS.take(length)
     body = pooled.obj if pooled is not None else bytearray(length)
     try:
-        _receive(stream, memoryview(body)[:length])
+        read_exactly(stream, memoryview(body)[:length])
         fields = None
         if mimetype == "multipart/form-data":
             fields = text_fields(body, length, options.get("boundary", ""))
@@ -42,15 +42,6 @@ def read_fields(stream, length: int, mimetype: str, options: dict) -> dict[str, 
         if pooled is not None:
             BUFFERS.give(pooled)
     return fields
-
-
-def _receive(stream, view: memoryview) -> None:
-    got = 0
-    while got < len(view):
-        more = stream.readinto(view[got:])
-        if not more:
-            raise bad_request("body", f"ended after {got} of {len(view)} bytes")
-        got += more
 
 
 def _werkzeug_fields(body: bytes, mimetype: str, options: dict) -> dict[str, str]:
