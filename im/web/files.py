@@ -20,6 +20,7 @@ bp = Blueprint("files", __name__, url_prefix="/file")
 
 OCTET = "application/octet-stream;charset=utf-8"
 RAW = "application/octet-stream"
+FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
 FORM_LIMIT = files.MAX_CHUNK_BYTES * 4 // 3 + 64 * 1024
 CACHE_BY_NAME = "private, max-age=86400"  # a complete file never changes
 CACHE_BY_UID = "private, no-cache"  # the user's avatar may change: revalidate with the ETag
@@ -48,9 +49,9 @@ def _on_crash(err: Exception) -> Response:
 
 def _params() -> dict:
     """Query string and form fields (a form may carry one base64 chunk); only the query string
-    beside a raw body (its form machinery cost ~10% of a raw chunk's server CPU). A multipart
-    form of a known length is read whole and split here (`multipart`), else by werkzeug."""
-    if request.mimetype == RAW:
+    beside any other body, a raw chunk's included (its form machinery cost ~10% of a raw chunk's
+    server CPU). A form of a known length is read whole (`multipart`), else by werkzeug."""
+    if request.mimetype not in FORMS:
         return request.args.to_dict()
     length = request.content_length
     if length and length <= FORM_LIMIT:
