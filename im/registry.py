@@ -1,7 +1,9 @@
 """Where features register what they handle; transports look handlers up here.
 
 - `tcp_handler(msgtype)`: `fn(conn, body) -> dict | None`. A dict is merged into a success ACK;
-  None sends nothing (the handler answered itself, or the frame takes no ACK).
+  None sends nothing (the handler answered itself, or the frame takes no ACK). With
+  `inline=pred`, a frame for which `pred(conn, body)` is true is handled straight from the
+  read callback, in the hub: the handler must then neither block nor wait.
 - `qid(name)`: `fn(caller, params) -> dict`, the HTTP API's `{"type", "result", ...}`.
 - `on_event(op)`: `fn(event)`, cross-process events delivered by the router (kicks,
   cache invalidations, deliveries published by HTTP workers).
@@ -22,15 +24,18 @@ class Caller:
 
 
 TCP_HANDLERS: dict[int, tuple[Callable, bool]] = {}
+TCP_INLINE: dict[int, Callable] = {}  # msgtype → pred(conn, body): the handler will not block
 QIDS: dict[str, Callable] = {}
 EVENTS: dict[str, list[Callable]] = {}
 DISCONNECT_HOOKS: list[Callable] = []
 LOGIN_HOOKS: list[Callable] = []
 
 
-def tcp_handler(msgtype: int, auth: bool = True) -> Callable:
+def tcp_handler(msgtype: int, auth: bool = True, inline: Callable | None = None) -> Callable:
     def register(fn: Callable) -> Callable:
         TCP_HANDLERS[msgtype] = (fn, auth)
+        if inline is not None:
+            TCP_INLINE[msgtype] = inline
         return fn
     return register
 

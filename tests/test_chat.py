@@ -5,6 +5,7 @@ import threading
 import time
 import uuid
 
+import psycopg2
 import pytest
 
 from im import protocol
@@ -271,6 +272,33 @@ def test_a_thousand_messages_arrive_once_in_order(make_users, connect):
     assert [m["seq"] for m in received] == list(range(1, 1001))
     assert [m["body"] for m in received] == [str(i) for i in range(1000)]
     rose_pc.assert_silent()
+
+
+def test_a_sender_far_ahead_of_a_stalled_writer_is_held_back_and_loses_nothing(
+        server, make_users, connect):
+    """More messages in flight than a connection's window (chat.WINDOW, 256) while the writer
+    waits on a lock: those past the window wait for room, and every one is stored, ACKed and
+    delivered in order once the writer goes on."""
+    jack, rose = make_users(2)
+    jack_pc, rose_pc = connect(jack), connect(rose)
+    jack_pc.message(rose, "first")
+    rose_pc.wait(MSG)
+    lock = psycopg2.connect(server.database_url)
+    try:
+        with lock.cursor() as cur:
+            cur.execute("SELECT 1 FROM im_mailbox WHERE uid = %s FOR UPDATE", (jack,))
+        ids = [new_id() for _ in range(600)]
+        jack_pc.send_bytes(b"".join(protocol.encode(MSG, {"msgid": i, "to": rose, "type": "0",
+                                                          "body": str(n)})
+                                    for n, i in enumerate(ids)))
+        jack_pc.assert_silent(0.5)  # nothing is acknowledged before it is stored
+    finally:
+        lock.rollback()
+        lock.close()
+    acks = [jack_pc.ack_for(MSG, i, timeout=20) for i in ids]
+    assert [a["seq"] for a in acks] == list(range(2, 602))
+    received = [rose_pc.wait(MSG, timeout=10)[1]["body"] for _ in ids]
+    assert received == [str(n) for n in range(600)]
 
 
 # --- groups ----------------------------------------------------------------------------

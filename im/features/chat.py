@@ -320,7 +320,18 @@ runtime.on_stop(lambda: _writer.drain(runtime.cfg.shutdown_timeout_s if runtime.
 
 # --- entry points ----------------------------------------------------------------------
 
-@tcp_handler(protocol.IM_MESSAGE)
+def _queues_at_once(conn, body: dict) -> bool:
+    """Will `tcp_message` queue this frame without waiting (its connection's window has room,
+    the recipient checks hit the caches)? Then it runs from the read callback, in the hub:
+    a greenlet per frame costs more than the handler itself."""
+    window = conn.state.get("chat_window")
+    if window is not None and window.locked():
+        return False
+    to = body.get("to")
+    return isinstance(to, str) and membership.cached(conn.uid, to, body.get("type") in ("1", 1))
+
+
+@tcp_handler(protocol.IM_MESSAGE, inline=_queues_at_once)
 def tcp_message(conn, body: dict) -> None:
     """Queue the message; its ACK is sent by the writer after the commit."""
     started = time.perf_counter()

@@ -70,6 +70,14 @@ def user_exists(uid: str) -> bool:
     return exists
 
 
+def cached(sender: str, to: str, group: bool) -> bool:
+    """Would `check_recipient`'s lookups for `sender` writing to `to` be answered from the
+    caches, without a query?"""
+    if group:
+        return "g:" + to in _members
+    return to in _users and (not runtime.cfg.require_friendship or sender in _friends)
+
+
 def friends_changed(*uids: str) -> None:
     """Call after committing a change to these users' friend lists."""
     runtime.router.emit("friends_changed", uids=list(uids))

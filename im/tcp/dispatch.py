@@ -26,11 +26,17 @@ def dispatch(conn, frame: protocol.Frame) -> None:
 
 
 def dispatch_inline(conn, frame: protocol.Frame) -> bool:
-    """Handle `frame` now if its handler is INLINE; False if it needs `dispatch`."""
-    if frame.msgtype not in INLINE:
+    """Handle `frame` now (in the hub) if its handler is INLINE, or registered `inline` and
+    its predicate holds for this frame; False if it needs `dispatch` in a greenlet."""
+    msgtype = frame.msgtype
+    if msgtype in INLINE:
+        registry.TCP_HANDLERS[msgtype][0](conn, frame.body)
+        conn.bad_frames = 0
+        return True
+    will_not_block = registry.TCP_INLINE.get(msgtype)
+    if will_not_block is None or conn.uid is None or not will_not_block(conn, frame.body):
         return False
-    registry.TCP_HANDLERS[frame.msgtype][0](conn, frame.body)
-    conn.bad_frames = 0
+    dispatch(conn, frame)
     return True
 
 
