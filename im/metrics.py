@@ -1,7 +1,7 @@
 """The process's Prometheus metrics (exported as GET /metrics by im/web/ops.py).
 
-Counters and histograms that features bump themselves live here as module objects (`MESSAGES_STORED`,
-`ACK_LATENCY` in im/features/chat.py, `LOGINS`, `LOGIN_FAILURES` in accounts, `HANDLER_SECONDS`
+Counters and histograms that features bump themselves live here as module objects (`STORED_DIRECT`,
+`ACK_LATENCY` in im/features/chat.py, `TOKEN_LOGINS`, `LOGIN_FAILURES` in accounts, `HANDLER_SECONDS`
 in im/tcp/dispatch.py). What the process already counts — the router's
 sessions, the TCP server's `stats`, the pool's gauges — is read at scrape time by a collector,
 so the hot paths pay nothing for it. Each process has its own registry: with several gunicorn
@@ -33,7 +33,9 @@ ProcessCollector(registry=REGISTRY)
 STARTED = time.time()
 
 MESSAGES_STORED = Counter("im_messages_stored", "chat messages committed to the database",
-                          ["kind"], registry=REGISTRY)  # kind: "chat" (1:1) or "group"
+                          ["kind"], registry=REGISTRY)
+# the labelled children, made once: `labels()` costs twice an `inc()` (and per batch at low rates)
+STORED_DIRECT, STORED_GROUP = MESSAGES_STORED.labels("chat"), MESSAGES_STORED.labels("group")
 _BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
 
 
@@ -84,6 +86,7 @@ ACK_LATENCY = LoopHistogram("im_message_ack_latency_seconds",
 HANDLER_SECONDS = LoopHistogram("im_handler_seconds", "time a TCP frame's handler ran, by msgtype",
                                 ("type",))
 LOGINS = Counter("im_logins", "successful logins", ["method"], registry=REGISTRY)
+PASSWORD_LOGINS, TOKEN_LOGINS = LOGINS.labels("password"), LOGINS.labels("token")
 LOGIN_FAILURES = Counter("im_login_failures", "failed password logins (TCP and HTTP)",
                          registry=REGISTRY)
 EVENTS_RECEIVED = Counter("im_events_received", "cross-process events taken from other "

@@ -70,7 +70,7 @@ def login_password(uid, pwd, addr: str) -> tuple[str, str]:
         raise ImError("forbidden", "account disabled")
     with runtime.db.transaction() as cur:
         token = new_token(cur, uid)
-    metrics.LOGINS.labels("password").inc()
+    metrics.PASSWORD_LOGINS.inc()
     return uid, token
 
 
@@ -175,7 +175,7 @@ def tcp_login(conn, body: dict) -> None:
             token = body["token"]
             if body.get("uid") not in (None, "", uid):
                 raise ImError("auth_failed", "token does not belong to uid")
-            metrics.LOGINS.labels("token").inc()
+            metrics.TOKEN_LOGINS.inc()
         else:
             uid, token = login_password(body.get("uid"), body.get("pwd"), conn.addr)
             digest = token_hash(token)

@@ -177,8 +177,8 @@ def _store(messages: list[Message]) -> None:
                     found = store.stored(cur, [(m.sender, m.msgid) for m in direct],
                                          [(m.sender, m.msgid) for m in group])
                 stored_direct, stored_group = _store_batch(cur, direct, group, now(), found)
-            metrics.MESSAGES_STORED.labels("chat").inc(stored_direct)
-            metrics.MESSAGES_STORED.labels("group").inc(stored_group)
+            metrics.STORED_DIRECT.inc(stored_direct)
+            metrics.STORED_GROUP.inc(stored_group)
             return
         except store.Conflict:
             log.debug("chat batch holds a stored msgid, attempt %d", attempt + 1)
