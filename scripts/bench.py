@@ -48,6 +48,7 @@ from im.client import Http, rows  # noqa: E402
 
 SCENARIOS = ["conns", "chat", "fanout", "offline", "history", "http", "files"]
 RECEIPT = protocol.IM_MESSAGE  # IM_MESSAGE_ACK {"type": 196609, "upto": N} marks received
+RECEIPT_EVERY = 50  # messages per {"upto"} receipt, by default
 BODY = "hello " * 5
 
 
@@ -278,9 +279,10 @@ def _send_stream(job: dict, user: dict, to: str, count: int, rate: float, group:
     return acked["n"]
 
 
-def _receive(job: dict, user: dict, expect: int, receipt: bool, out: dict) -> None:
+def _receive(job: dict, user: dict, expect: int, every: int, out: dict) -> None:
     """Count IM_MESSAGE frames until `expect` arrived; latency from the stamp in the body;
-    receipt with {"upto": seq} every 50 messages (1:1 only)."""
+    receipt (1:1 only) with {"upto": seq} every `every` messages, or with {"msgid", "from"}
+    each message when `every` is 1 (0: none)."""
     import orjson
     sock = _connect(job, job.get("source", ""))
     buf = login(sock, user["uid"], "bench", token=user["token"])
@@ -302,7 +304,10 @@ def _receive(job: dict, user: dict, expect: int, receipt: bool, out: dict) -> No
             out["first"], out["last"] = min(out.get("first", now), now), max(out.get("last", now), now)
             out["lat"].append((now - float(body["body"].split(" ", 1)[0])) * 1000)
             last = max(last, body["seq"])
-            if receipt and (got % 50 == 0 or got == expect):
+            if every == 1:
+                sock.sendall(protocol.encode(protocol.IM_MESSAGE_ACK, {
+                    "type": RECEIPT, "msgid": body["msgid"], "from": body["from"]}))
+            elif every and (got % every == 0 or got == expect):
                 sock.sendall(protocol.encode(protocol.IM_MESSAGE_ACK, {"type": RECEIPT, "upto": last}))
         if got >= expect:
             break
@@ -328,7 +333,7 @@ def worker_chat(job: dict) -> dict:
     jobs = []
     for p in job["pairs"]:
         if not job.get("offline"):
-            jobs.append(gevent.spawn(_receive, job, p["to"], job["count"], True, recv))
+            jobs.append(gevent.spawn(_receive, job, p["to"], job["count"], job["receipt_every"], recv))
         jobs.append(gevent.spawn(lambda p=p: acks.append(_send_stream(
             job, p["from"], p["to"]["uid"], job["count"], job["per_pair"], False,
             t0 + p.get("phase", 0.0), ack_lat))))
@@ -343,7 +348,7 @@ def worker_fanout(job: dict) -> dict:
     import gevent
     recv = {"lat": [], "dups": 0, "received": 0}
     ack_lat: list = []
-    jobs = [gevent.spawn(_receive, job, m, job["count"], False, recv) for m in job["members"]]
+    jobs = [gevent.spawn(_receive, job, m, job["count"], 0, recv) for m in job["members"]]
     sender = None
     if job.get("sender"):
         gevent.sleep(job["settle"])  # let every member log in first
@@ -549,7 +554,8 @@ class Bench:
         for k, pair in enumerate(all_pairs):  # senders spread over a period, not in lockstep
             pair["phase"] = k / rate
         jobs = [self.job(pairs=all_pairs[w::procs], count=count, per_pair=rate / pairs,
-                         timeout=duration + 60) for w in range(procs)]
+                         receipt_every=self.opts.receipt_every, timeout=duration + 60)
+                for w in range(procs)]
         with Window(self.cpu) as w:
             results = run_workers("chat", jobs)
         received = sum(r["received"] for r in results)
@@ -1079,6 +1085,8 @@ def main() -> int:
     p.add_argument("--rates", default="1000,2000,5000", help="chat: offered msgs/s, comma separated")
     p.add_argument("--pairs", type=int, default=50)
     p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--receipt-every", type=int, default=RECEIPT_EVERY,
+                   help='chat: receipt {"upto"} every N messages; 1: each by msgid, as most clients do')
     p.add_argument("--conns", type=int, default=19000)
     p.add_argument("--heartbeat-s", type=float, default=30, help="conns: each connection's heartbeat period")
     p.add_argument("--members", type=int, default=500)

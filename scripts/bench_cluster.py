@@ -46,7 +46,7 @@ def worker(job: dict) -> dict:
     greenlets = []
     for p in job["pairs"]:
         to_job, from_job = {**job, "port": p["to_port"]}, {**job, "port": p["from_port"]}
-        greenlets.append(gevent.spawn(bench._receive, to_job, p["to"], count, True, recv))
+        greenlets.append(gevent.spawn(bench._receive, to_job, p["to"], count, bench.RECEIPT_EVERY, recv))
         greenlets.append(gevent.spawn(lambda p=p, j=from_job: acks.append(bench._send_stream(
             j, p["from"], p["to"]["uid"], count, rate, False, t0 + p["phase"], ack_lat))))
     gevent.joinall(greenlets, timeout=job["timeout"] + 30)
