@@ -40,6 +40,11 @@ def tcp_handler(msgtype: int, auth: bool = True, inline: Callable | None = None)
     return register
 
 
+def never_waits(conn, body: dict) -> bool:
+    """The `inline` predicate of a handler that cannot block for any frame."""
+    return True
+
+
 def qid(name: str) -> Callable:
     def register(fn: Callable) -> Callable:
         QIDS[name] = fn

@@ -12,7 +12,7 @@ from collections import defaultdict
 from im import protocol, runtime
 from im.batcher import Batcher
 from im.errors import ImError
-from im.registry import tcp_handler
+from im.registry import never_waits, tcp_handler
 from im.store import chat as store
 
 log = logging.getLogger("im.receipts")
@@ -72,7 +72,8 @@ _writer = Batcher("receipts", _write, MAX_BATCH)
 runtime.on_stop(lambda: _writer.drain(runtime.cfg.shutdown_timeout_s if runtime.cfg else 10.0))
 
 
-@tcp_handler(protocol.IM_MESSAGE_ACK)
+@tcp_handler(protocol.IM_MESSAGE_ACK, inline=never_waits)
 def tcp_receipt(conn, body: dict) -> None:
+    """Queued for the writer (from the read callback: a client may receipt each message)."""
     _writer.submit(parse(body, conn.uid))
     return None
