@@ -1,10 +1,11 @@
 """im/batcher.py Lookup: concurrent callers share one fetch, each gets its own answer, and no
-caller waits forever when the fetch fails or its greenlet is killed."""
+caller waits forever when the fetch fails or its greenlet is killed. Batcher: a pause after
+each flush gathers what arrives meanwhile, and a drain writes what is queued."""
 
 import gevent
 import pytest
 
-from im.batcher import Lookup
+from im.batcher import Batcher, Lookup
 from im.errors import Unavailable
 
 
@@ -42,3 +43,14 @@ def test_callers_are_released_when_the_fetch_is_killed():
     lookup._batcher._greenlet.kill()
     with pytest.raises(Unavailable):
         caller.get(timeout=1)
+
+
+@pytest.mark.parametrize("pause, batches", [(0.0, [[1], [2], [3], [4]]), (0.2, [[1], [2, 3, 4]])])
+def test_a_pause_after_each_flush_gathers_what_arrives_meanwhile(pause, batches):
+    flushed = []
+    writer = Batcher("test", flushed.append, 100, pause=pause)
+    for item in (1, 2, 3, 4):
+        writer.submit(item)
+        gevent.sleep(0.02)
+    writer.drain(timeout=2)
+    assert flushed == batches

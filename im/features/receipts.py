@@ -2,7 +2,7 @@
 friend requests and group invitations addressed to it as RECEIVED.
 
 Receipts get no ACK and unknown ids are ignored. They are queued and written by one writer
-greenlet per process, a whole batch per transaction; a batch lost to a database failure is
+greenlet per process, a whole batch per transaction, at most every PAUSE_S; a batch lost to a database failure is
 only logged (the rows stay unreceived, so the client is shown them again).
 """
 
@@ -18,6 +18,10 @@ from im.store import chat as store
 log = logging.getLogger("im.receipts")
 
 MAX_BATCH = 5000
+# Nobody waits for a receipt: a batch taken 20 ms after the last one holds more of them, and a
+# statement's fixed cost dominates small batches (chat at 1,000 msg/s with a receipt per
+# message: PostgreSQL 630 -> 460 us of CPU per message).
+PAUSE_S = 0.02
 KINDS = {str(protocol.IM_MESSAGE): "message", str(protocol.IM_ROSTER_ADD_REQ): "roster",
          str(protocol.IM_CHATROOM_INVENT): "group"}
 UPTO = "upto"
@@ -68,7 +72,7 @@ def _write(batch: list[tuple]) -> None:
         log.warning("%d receipts not written: %s", len(batch), err.code)
 
 
-_writer = Batcher("receipts", _write, MAX_BATCH)
+_writer = Batcher("receipts", _write, MAX_BATCH, pause=PAUSE_S)
 runtime.on_stop(lambda: _writer.drain(runtime.cfg.shutdown_timeout_s if runtime.cfg else 10.0))
 
 
