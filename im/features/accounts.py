@@ -14,7 +14,7 @@ from im.features import tokens
 from im.protocol import msgid_of
 from im.errors import ImError
 from im.passwords import dummy_hash, hash_password, hash_passwords, verify_password
-from im.registry import LOGIN_HOOKS, on_event, tcp_handler
+from im.registry import LOGIN_HOOKS, never_waits, on_event, tcp_handler
 from im.store import accounts as store
 from im.timefmt import now, now_text
 
@@ -150,10 +150,10 @@ def _kick_local(event: dict) -> None:
 _beat: tuple[str, bytes] = ("", b"")
 
 
-@tcp_handler(protocol.IM_HEARTBEAT, auth=False)
+@tcp_handler(protocol.IM_HEARTBEAT, auth=False, inline=never_waits)
 def heartbeat(conn, body: dict) -> None:
-    """Answered from the read callback (im/tcp/dispatch.py INLINE): the answer frame is
-    encoded once per second, the resolution of its time."""
+    """Answered from the read callback: the answer frame is encoded once per second, the
+    resolution of its time."""
     global _beat
     text = now_text()
     if _beat[0] != text:

@@ -2,8 +2,9 @@
 friend requests and group invitations addressed to it as RECEIVED.
 
 Receipts get no ACK and unknown ids are ignored. They are queued and written by one writer
-greenlet per process, a whole batch per transaction, at most every PAUSE_S; a batch lost to a database failure is
-only logged (the rows stay unreceived, so the client is shown them again).
+greenlet per process, a whole batch per transaction, a batch at most every PAUSE_S; a batch
+lost to a database failure is only logged (the rows stay unreceived, so the client is shown
+them again).
 """
 
 import logging

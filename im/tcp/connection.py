@@ -1,13 +1,13 @@
 """One client connection, served from the hub until a frame needs a handler.
 
 An idle connection holds no greenlet: a read watcher calls `_on_readable` in the hub, which
-reads once without blocking and answers there what cannot block (heartbeats, frame errors,
-handlers registered `inline` whose predicate holds: a chat message whose checks hit the
-caches) when nothing is queued before it. Any other frame goes, in order, to a reader greenlet (a
-parked one, else a new one), which dispatches the queued frames, then hands the socket back to
-the watcher and parks (the socket is not read while it runs: a flooding client is held back by
-TCP). Under TLS the reader greenlet does the reading too (the SSL layer may wait for the rest of
-a record).
+reads once without blocking and answers there what cannot block (frame errors, and the
+frames whose handlers registered an `inline` predicate that holds: heartbeats, receipts, a
+chat message whose checks hit the caches) when nothing is queued before it. Any other frame
+goes, in order, to a reader greenlet (a parked one, else a new one), which dispatches the
+queued frames, then hands the socket back to the watcher and parks (the socket is not read
+while it runs: a flooding client is held back by TCP). Under TLS the reader greenlet does the
+reading too (the SSL layer may wait for the rest of a record).
 
 Frames are written straight from the sending greenlet with a non-blocking send while nothing is
 queued; only when the socket would block (or under TLS) do they go to a bounded outbox, drained

@@ -14,9 +14,6 @@ log = logging.getLogger("im.dispatch")
 COUNTED_AS_BAD = {"bad_request", "unknown_type", "not_authenticated"}
 # receipts name another sender's msgid (their handler checks it); heartbeats ignore msgid
 FREE_MSGID = {protocol.IM_MESSAGE_ACK, protocol.IM_HEARTBEAT}
-# handlers that never block nor fail, needing no login: run straight from the read callback,
-# without a greenlet or a histogram observation
-INLINE = frozenset({protocol.IM_HEARTBEAT})
 
 
 def dispatch(conn, frame: protocol.Frame) -> None:
@@ -26,15 +23,10 @@ def dispatch(conn, frame: protocol.Frame) -> None:
 
 
 def dispatch_inline(conn, frame: protocol.Frame) -> bool:
-    """Handle `frame` now (in the hub) if its handler is INLINE, or registered `inline` and
-    its predicate holds for this frame; False if it needs `dispatch` in a greenlet."""
-    msgtype = frame.msgtype
-    if msgtype in INLINE:
-        registry.TCP_HANDLERS[msgtype][0](conn, frame.body)
-        conn.bad_frames = 0
-        return True
-    will_not_block = registry.TCP_INLINE.get(msgtype)
-    if will_not_block is None or conn.uid is None or not will_not_block(conn, frame.body):
+    """Handle `frame` now, from the read callback, if its handler registered an `inline`
+    predicate that holds for it; False if it needs `dispatch` in a greenlet."""
+    will_not_block = registry.TCP_INLINE.get(frame.msgtype)
+    if will_not_block is None or not will_not_block(conn, frame.body):
         return False
     dispatch(conn, frame)
     return True
