@@ -45,7 +45,7 @@ def test_callers_are_released_when_the_fetch_is_killed():
         caller.get(timeout=1)
 
 
-@pytest.mark.parametrize("pause, batches", [(0.0, [[1], [2], [3], [4]]), (0.2, [[1], [2, 3, 4]])])
+@pytest.mark.parametrize("pause, batches", [(0.0, [[1], [2], [3], [4]]), (0.5, [[1], [2, 3, 4]])])
 def test_a_pause_after_each_flush_gathers_what_arrives_meanwhile(pause, batches):
     flushed = []
     writer = Batcher("test", flushed.append, 100, pause=pause)
