@@ -42,3 +42,13 @@ def test_every_scenario_prints_its_figures(postgres):
     assert by_name["history"]["rows"] == 5000
     assert by_name["files"]["intact"]
     assert "scenario" in run.stdout.split("\n\n")[-1]  # the table follows the JSON lines
+
+
+@pytest.mark.timeout(90)
+def test_chat_with_a_receipt_per_message_leaves_nothing_unreceipted(postgres):
+    run = subprocess.run([sys.executable, str(BENCH), "--tiny", "--scenario", "chat", "--receipt-every", "1",
+                          "--database-url", postgres.create_database()],
+                         capture_output=True, text=True, timeout=80)
+    assert run.returncode == 0, run.stderr[-3000:]
+    chat, = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    assert chat["exactly_once"] and chat["messages"] > 0 and chat["unreceipted"] == 0
