@@ -33,6 +33,11 @@ def _cached(cache: dict, key: str, load):
     return value
 
 
+def _group_key(gid: str) -> str:
+    """Groups share the generation counter with users: their keys are prefixed."""
+    return "g:" + gid
+
+
 def friends(uid: str) -> frozenset:
     return _cached(_friends, uid, lambda cur, k: frozenset(store.friend_uids(cur, k)))
 
@@ -43,7 +48,7 @@ def are_friends(a: str, b: str) -> bool:
 
 def members(gid: str) -> tuple | None:
     """Member uids of a live group in join order; None if there is no such group."""
-    value = _cached(_members, "g:" + gid,
+    value = _cached(_members, _group_key(gid),
                     lambda cur, k: _tuple_or_none(store.member_uids(cur, k[2:])))
     return value
 
@@ -74,7 +79,7 @@ def cached(sender: str, to: str, group: bool) -> bool:
     """Would `check_recipient`'s lookups for `sender` writing to `to` be answered from the
     caches, without a query?"""
     if group:
-        return "g:" + to in _members
+        return _group_key(to) in _members
     return to in _users and (not runtime.cfg.require_friendship or sender in _friends)
 
 
@@ -97,7 +102,7 @@ def _drop_friends(event: dict) -> None:
 
 @on_event("group_changed")
 def _drop_group(event: dict) -> None:
-    key = "g:" + str(event.get("gid", ""))
+    key = _group_key(str(event.get("gid", "")))
     _generation[key] += 1
     _members.pop(key, None)
 
